@@ -1,0 +1,92 @@
+"""`keyhouse`: bootstrap an organization, add users, serve the API.
+
+Every command that makes something prints one JSON object on its last line, so scripts can read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import Settings
+from .store import queries
+from .store.session import Store
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keyhouse",
+        description="Self-hosted API keys in the shapes of three public APIs.",
+        epilog="Environment: KEYHOUSE_DATABASE_URL (default sqlite:///keyhouse.db), KEYHOUSE_SECRET or "
+               "KEYHOUSE_SECRET_FILE (default .keyhouse-secret, made on first use), KEYHOUSE_MAX_BODY_BYTES.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    bootstrap = commands.add_parser("bootstrap", help="create the schema, an organization, its admin and a key")
+    bootstrap.add_argument("--organization", required=True, help="the organization's name")
+    bootstrap.add_argument("--email", required=True, help="the admin's email")
+
+    users = commands.add_parser("users", help="manage users")
+    user_commands = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    create = user_commands.add_parser("create", help="create a user and their first key")
+    create.add_argument("--organization", required=True, help="the organization's ID")
+    create.add_argument("--email", required=True)
+    create.add_argument("--role", required=True, choices=["admin", "member"])
+
+    serve = commands.add_parser("serve", help="serve the API (Swagger UI at /api/v1/ui)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(json.dumps({"error": message}))
+    return 1
+
+
+def _new_user(store: Store, settings: Settings, organization_id: str, email: str, role: str) -> dict | None:
+    with store.session() as s:
+        if queries.user_by_email(s, email) is not None:
+            return None
+        user = queries.create_user(s, organization_id, email, role)
+        _, plaintext = queries.issue_key(
+            s, settings.secret, organization_id=organization_id, user_id=user.id, description=f"first key of {email}"
+        )
+        return {"organization_id": organization_id, "user_id": user.id, "role": role, "key": plaintext}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        import uvicorn
+
+        uvicorn.run("keyhouse.app:create_app", factory=True, host=args.host, port=args.port)
+        return 0
+
+    settings = Settings.from_env()
+    store = Store(settings.database_url)
+    store.create_schema()
+    try:
+        if args.command == "bootstrap":
+            with store.session() as s:
+                organization_id = queries.create_organization(s, args.organization).id
+            made = _new_user(store, settings, organization_id, args.email, "admin")
+            if made is None:
+                return _fail(f"a user with the email {args.email} already exists")
+            print(json.dumps({k: made[k] for k in ("organization_id", "user_id", "key")}))
+            return 0
+        with store.session() as s:
+            if queries.get_organization(s, args.organization) is None:
+                return _fail(f"no organization with the ID {args.organization}")
+        made = _new_user(store, settings, args.organization, args.email, args.role)
+        if made is None:
+            return _fail(f"a user with the email {args.email} already exists")
+        print(json.dumps(made))
+        return 0
+    finally:
+        store.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Settings, read once from the environment (the CLI's flags set the same variables)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite:///keyhouse.db"
+DEFAULT_SECRET_FILE = ".keyhouse-secret"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    # The pepper of every key hash. Losing it invalidates every key; leaking it together with the
+    # database lets an attacker test guesses offline, so it never lives in the database.
+    secret: bytes
+    max_body_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            database_url=os.environ.get("KEYHOUSE_DATABASE_URL", DEFAULT_DATABASE_URL),
+            secret=_load_secret(),
+            max_body_bytes=int(os.environ.get("KEYHOUSE_MAX_BODY_BYTES", 64 * 1024)),
+        )
+
+
+def _load_secret() -> bytes:
+    """KEYHOUSE_SECRET if set; otherwise the secret file, made on first use (mode 0600)."""
+    value = os.environ.get("KEYHOUSE_SECRET")
+    if value:
+        return value.encode()
+    path = Path(os.environ.get("KEYHOUSE_SECRET_FILE", DEFAULT_SECRET_FILE))
+    if not path.exists():
+        # O_EXCL: two processes starting together must not write two different secrets.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()

@@ -1,0 +1,63 @@
+"""ASGI middleware that runs before Connexion routes a request."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import runtime
+from .errors import BASE_PATH, ApiError
+
+_UI = BASE_PATH + "/ui"
+
+
+class RequestContext:
+    """Binds the runtime, drops one trailing slash, and caps the request body.
+
+    The trailing slash: the official billing client posts to `/api-keys/`; a redirect would lose a POST
+    body, so the path is rewritten instead (Swagger UI's own `/ui/` paths are left alone).
+    The body cap: checked on Content-Length up front and on the bytes actually received, so a chunked
+    body cannot slip past it; both answer 413 in the family's envelope.
+    """
+
+    def __init__(self, app: ASGIApp, runtime: runtime.Runtime):
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path.endswith("/") and len(path) > len(BASE_PATH) + 1 and not path.startswith(_UI):
+            scope = dict(scope, path=path[:-1], raw_path=scope.get("raw_path", b"").rstrip(b"/"))
+        token = runtime.bind(self.runtime)
+        try:
+            await self.app(scope, self._capped(scope, receive), send)
+        finally:
+            runtime.unbind(token)
+
+    def _capped(self, scope: Scope, receive: Receive) -> Receive:
+        limit = self.runtime.settings.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise ApiError("malformed_request", "The Content-Length header is not a number.") from None
+                if declared > limit:
+                    raise _too_large(limit)
+        received = 0
+
+        async def capped_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise _too_large(limit)
+            return message
+
+        return capped_receive
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError("payload_too_large", f"The request body is larger than {limit} bytes.")

@@ -1,0 +1,49 @@
+"""What a request needs from its process: the settings and the store.
+
+Bound per request by :class:`keyhouse.middleware.RequestContext`, so that handlers and security
+functions (which Connexion calls by dotted name, not as closures) reach the app they serve, and
+several apps can live in one process (the tests make one per database).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Iterator
+
+from sqlalchemy.orm import Session
+
+from .config import Settings
+from .store.session import Store
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    store: Store
+
+
+_current: ContextVar[Runtime] = ContextVar("keyhouse_runtime")
+
+
+def current() -> Runtime:
+    return _current.get()
+
+
+def bind(runtime: Runtime):
+    return _current.set(runtime)
+
+
+def unbind(token) -> None:
+    _current.reset(token)
+
+
+@contextmanager
+def session() -> Iterator[Session]:
+    with current().store.session() as s:
+        yield s
+
+
+def secret() -> bytes:
+    return current().settings.secret

@@ -1,0 +1,1 @@
+"""Persistence: models, the session, and the queries (the only place SQL is written)."""

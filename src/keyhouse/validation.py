@@ -1,0 +1,159 @@
+"""Request and response validation with schemas compiled once.
+
+Connexion builds a jsonschema validator for every request and response (about 1.4 ms of CPU for a
+20-item list). These validators compile each schema of the spec once, with fastjsonschema, and plug in
+through ``validator_map``; the map keeps Connexion's ``MediaTypeDict`` because a plain dict silently
+turns JSON validation off. They also speak our error type, so that a failure names its fields in the
+family's envelope instead of a problem+json string.
+
+OpenAPI 3.0 schemas are not quite JSON Schema: ``nullable`` is translated here, and the one custom
+format the spec uses, ``ip-or-cidr``, is checked with :mod:`ipaddress`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import typing as t
+
+import fastjsonschema
+from connexion.datastructures import MediaTypeDict
+from connexion.exceptions import NonConformingResponseBody, TypeValidationError
+from connexion.validators import JSONRequestBodyValidator, JSONResponseBodyValidator, ParameterValidator
+
+from .errors import ApiError, FieldError
+
+log = logging.getLogger("keyhouse.validation")
+
+_NOT_KEYWORDS = {"components", "example", "examples", "discriminator", "xml", "externalDocs",
+                 "deprecated", "readOnly", "writeOnly", "nullable"}
+
+
+def is_ip_or_cidr(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+FORMATS = {"ip-or-cidr": is_ip_or_cidr}
+
+
+def to_json_schema(schema: t.Any) -> t.Any:
+    """An OpenAPI 3.0 schema object as a draft-4 JSON Schema."""
+    if isinstance(schema, list):
+        return [to_json_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in _NOT_KEYWORDS:
+            continue
+        if key in ("properties", "patternProperties"):
+            out[key] = {name: to_json_schema(sub) for name, sub in value.items()}
+        else:
+            out[key] = to_json_schema(value)
+    if schema.get("nullable"):
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+            if "enum" in out:
+                out["enum"] = [*out["enum"], None]
+        else:
+            out = {"anyOf": [out, {"type": "null"}]}
+    return out
+
+
+_compiled: dict[tuple[int, bool], tuple[dict, t.Callable]] = {}
+
+
+def compiled(schema: dict, *, fill_defaults: bool = False) -> t.Callable:
+    """The compiled validator of one schema object of the loaded spec (they live as long as the app)."""
+    entry = _compiled.get((id(schema), fill_defaults))
+    if entry is None or entry[0] is not schema:
+        draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", **to_json_schema(schema)}
+        entry = (schema, fastjsonschema.compile(draft4, formats=FORMATS, use_default=fill_defaults))
+        _compiled[(id(schema), fill_defaults)] = entry
+    return entry[1]
+
+
+def field_errors(error: fastjsonschema.JsonSchemaValueException) -> list[FieldError]:
+    path = tuple(str(p) for p in error.path[1:])  # path[0] is fastjsonschema's "data"
+    where = ".".join(path) or "body"
+    message = error.message.replace(error.name, where, 1) if error.name else error.message
+    if error.rule == "required" and isinstance(error.value, dict):
+        missing = [name for name in error.rule_definition if name not in error.value]
+        return [FieldError((*path, name), f"'{name}' is a required property", "required") for name in missing]
+    if error.rule == "additionalProperties" and isinstance(error.value, dict):
+        known = set((error.definition or {}).get("properties", {}))
+        extra = [name for name in error.value if name not in known]
+        return [FieldError((*path, name), f"'{name}' is not a field of this object", "extra") for name in extra]
+    return [FieldError(path, message, error.rule or "invalid")]
+
+
+class RequestBodyValidator(JSONRequestBodyValidator):
+    # Defaults declared in the spec are filled in here, so handlers never restate them.
+    MUTABLE_VALIDATION = True
+    async def _parse(self, stream, scope):
+        raw = b"".join([message async for message in stream])
+        if not raw:
+            return None
+        try:
+            return json.loads(raw.decode(self._encoding))
+        except (LookupError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ApiError("malformed_request", f"The request body is not valid JSON: {e}") from None
+
+    def _validate(self, body):
+        if body is None and not self._nullable:
+            raise ApiError("malformed_request", "The request body must not be empty.")
+        try:
+            return compiled(self._schema, fill_defaults=True)(body)
+        except fastjsonschema.JsonSchemaValueException as e:
+            fields = field_errors(e)
+            raise ApiError("invalid_body", fields[0].message, fields=fields) from None
+
+
+class ResponseBodyValidator(JSONResponseBodyValidator):
+    def _validate(self, body):
+        try:
+            compiled(self._schema)(body)
+        except fastjsonschema.JsonSchemaValueException as e:
+            # Our bug, never the client's: logged loudly, answered as a documented 500.
+            log.error("response does not conform to the spec: %s (%s)", e.message, e.path)
+            raise NonConformingResponseBody(detail=e.message) from None
+
+
+class ParametersValidator(ParameterValidator):
+    """Connexion's parameter checks, raising our error with the parameter's name and location."""
+
+    def validate_request(self, request):
+        if self.strict_validation:
+            extra = self.validate_query_parameter_list(request, security_params=self.security_query_params)
+            if extra:
+                fields = [FieldError((n,), "is not a parameter of this operation", "extra") for n in sorted(extra)]
+                raise ApiError("invalid_parameter", f"Unknown query parameter(s): {', '.join(sorted(extra))}",
+                               fields=fields, location="query")
+        checks = (("query", self.validate_query_parameter), ("path", self.validate_path_parameter),
+                  ("header", self.validate_header_parameter), ("cookie", self.validate_cookie_parameter))
+        for location, check in checks:
+            for param in self.parameters.get(location, []):
+                try:
+                    message = check(param, request)
+                except TypeValidationError as e:
+                    message = e.detail
+                if message:
+                    name = param["name"]
+                    raise ApiError("invalid_parameter", f"{name}: {_first_line(message)}",
+                                   fields=[FieldError((name,), _first_line(message))], location=location)
+
+
+def _first_line(message: str) -> str:
+    return str(message).split("\n", 1)[0]
+
+
+VALIDATOR_MAP = {
+    "parameter": ParametersValidator,
+    "body": MediaTypeDict({"*/*json": RequestBodyValidator}),
+    "response": MediaTypeDict({"*/*json": ResponseBodyValidator}),
+}
