@@ -15,8 +15,9 @@ class RequestContext:
 
     The trailing slash: the official billing client posts to `/api-keys/`; a redirect would lose a POST
     body, so the path is rewritten instead (Swagger UI's own `/ui/` paths are left alone).
-    The body cap: checked on Content-Length up front and on the bytes actually received, so a chunked
-    body cannot slip past it; both answer 413 in the family's envelope.
+    The body cap: checked on Content-Length up front and on the bytes actually received; both answer
+    413 in the family's envelope. A chunked body (no Content-Length) is read here, under the cap, and
+    replayed with its length, because Connexion's validation takes a body without a length for none.
     """
 
     def __init__(self, app: ASGIApp, runtime: runtime.Runtime):
@@ -32,7 +33,10 @@ class RequestContext:
             scope = dict(scope, path=path[:-1], raw_path=scope.get("raw_path", b"").rstrip(b"/"))
         token = runtime.bind(self.runtime)
         try:
-            await self.app(scope, self._capped(scope, receive), send)
+            receive = self._capped(scope, receive)
+            if _is_chunked(scope):
+                scope, receive = await _buffered(scope, receive)
+            await self.app(scope, receive, send)
         finally:
             runtime.unbind(token)
 
@@ -57,6 +61,34 @@ class RequestContext:
             return message
 
         return capped_receive
+
+
+def _is_chunked(scope: Scope) -> bool:
+    names = {name for name, _ in scope["headers"]}
+    return b"content-length" not in names and b"transfer-encoding" in names
+
+
+async def _buffered(scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    headers = [(n, v) for n, v in scope["headers"] if n != b"transfer-encoding"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return dict(scope, headers=headers), replay
 
 
 def _too_large(limit: int) -> ApiError:

@@ -1,0 +1,92 @@
+"""Shared fixtures: an app on a fresh SQLite file, and a small world of two organizations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from keyhouse.app import create_app
+from keyhouse.config import Settings
+from keyhouse.store import queries
+
+SECRET = b"test-secret-not-for-production"
+
+
+@dataclass(frozen=True)
+class Actor:
+    organization_id: str
+    user_id: str
+    role: str
+    key: str
+    key_id: str
+
+    @property
+    def cloud(self) -> dict:
+        return {"Authorization": f"ApiKey {self.key}"}
+
+    @property
+    def billing(self) -> dict:
+        return {"REB-APIKEY": self.key}
+
+    @property
+    def bearer(self) -> dict:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@dataclass(frozen=True)
+class World:
+    acme_admin: Actor
+    acme_member: Actor
+    globex_admin: Actor
+
+
+def make_app(tmp_path, **overrides):
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/keyhouse.db", secret=SECRET, **overrides)
+    return create_app(settings)
+
+
+def add_actor(app, organization_id: str, email: str, role: str) -> Actor:
+    with app.runtime.store.session() as s:
+        user = queries.create_user(s, organization_id, email, role)
+        row, plaintext = queries.issue_key(s, SECRET, organization_id=organization_id, user_id=user.id,
+                                           description=f"first key of {email}")
+        return Actor(organization_id, user.id, role, plaintext, row.id)
+
+
+def add_organization(app, name: str) -> str:
+    with app.runtime.store.session() as s:
+        return queries.create_organization(s, name).id
+
+
+@pytest.fixture
+def app(tmp_path):
+    application = make_app(tmp_path)
+    yield application
+    application.runtime.store.dispose()
+
+
+@pytest.fixture
+def client(app):
+    with app.test_client() as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def world(app) -> World:
+    acme = add_organization(app, "acme")
+    globex = add_organization(app, "globex")
+    return World(
+        acme_admin=add_actor(app, acme, "admin@acme.test", "admin"),
+        acme_member=add_actor(app, acme, "member@acme.test", "member"),
+        globex_admin=add_actor(app, globex, "admin@globex.test", "admin"),
+    )
+
+
+def count_keys(app) -> int:
+    from sqlalchemy import func, select
+
+    from keyhouse.store.models import ApiKey
+
+    with app.runtime.store.session() as s:
+        return s.scalar(select(func.count()).select_from(ApiKey))

@@ -1,0 +1,46 @@
+"""The store: what is kept, and what queries return."""
+
+from pathlib import Path
+
+from keyhouse.store import queries
+from tests.conftest import SECRET
+
+
+def test_plaintext_is_never_written_to_the_database(app, world, tmp_path):
+    with app.runtime.store.session() as s:
+        _, plaintext = queries.issue_key(s, SECRET, organization_id=world.acme_admin.organization_id,
+                                         user_id=world.acme_admin.user_id, description="probe")
+    app.runtime.store.dispose()  # flush the WAL into the file
+    raw = b"".join(p.read_bytes() for p in Path(tmp_path).glob("keyhouse.db*"))
+    for key in (plaintext, world.acme_admin.key, world.globex_admin.key):
+        assert key.encode() not in raw
+        assert key[3:].encode() not in raw
+
+
+def test_credential_lookup_by_hash(app, world):
+    from keyhouse import keys
+
+    with app.runtime.store.session() as s:
+        found = queries.credential_by_hash(s, keys.hash_key(SECRET, world.acme_member.key))
+        missing = queries.credential_by_hash(s, keys.hash_key(SECRET, keys.generate()))
+    assert found.user_id == world.acme_member.user_id and found.role == "member"
+    assert missing is None
+
+
+def test_users_of_another_organization_do_not_exist(app, world):
+    with app.runtime.store.session() as s:
+        assert queries.get_user(s, world.acme_admin.organization_id, world.acme_member.user_id) is not None
+        assert queries.get_user(s, world.acme_admin.organization_id, world.globex_admin.user_id) is None
+
+
+def test_page_keys_counts_the_collection_not_the_page(app, world):
+    org, user = world.acme_admin.organization_id, world.acme_admin.user_id
+    with app.runtime.store.session() as s:
+        for i in range(5):
+            queries.issue_key(s, SECRET, organization_id=org, user_id=user, description=f"k{i}",
+                              type="publishable" if i % 2 else "secret")
+    with app.runtime.store.session() as s:
+        total, rows = queries.page_keys(s, org, owner_id=None, match=[("type", ["PUBLISHABLE"])],
+                                        order=[("description", False)], limit=1, offset=1)
+    assert total == 2
+    assert [r.description for r in rows] == ["k3"]
