@@ -214,3 +214,11 @@ def test_unknown_ruleset_type_is_400(client, world):
                     headers=world.acme_admin.cloud)
     assert r.status_code == 400
     assert errors_of(r, "traffic_filter.invalid_input")["fields"] == ["type"]
+
+
+@pytest.mark.parametrize("type_", [{}, None, 3, ["ip"]])
+def test_ruleset_type_of_the_wrong_kind_is_400(client, world, type_):
+    r = client.post(f"{API}/deployments/traffic-filter/rulesets", json={**RULESET, "type": type_},
+                    headers=world.acme_admin.cloud)
+    assert r.status_code == 400
+    assert errors_of(r, "traffic_filter.invalid_input")["fields"] == ["type"]

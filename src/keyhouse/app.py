@@ -16,6 +16,7 @@ from connexion.middleware import MiddlewarePosition
 from connexion.resolver import Resolver
 from starlette.exceptions import HTTPException
 
+from .auth import extractors_by_operation
 from .config import Settings
 from .errors import ApiError, allowed_methods, from_problem, render
 from .middleware import RequestContext
@@ -60,9 +61,10 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     settings = settings or Settings.from_env()
     store = Store(settings.database_url)
     store.create_schema()
-    rt = Runtime(settings=settings, store=store)
-
     spec = spec_path()
+    document = yaml.safe_load(spec.read_text())
+    rt = Runtime(settings=settings, store=store, extractors=extractors_by_operation(document))
+
     handlers = _handlers()
     app = AsyncApp(__name__, specification_dir=str(spec.parent))
     app.add_api(
@@ -75,7 +77,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     )
     app.add_middleware(RequestContext, position=MiddlewarePosition.BEFORE_SWAGGER, runtime=rt)
 
-    spec_paths = yaml.safe_load(spec.read_text())["paths"]
+    spec_paths = document["paths"]
 
     def dress(request: ConnexionRequest, error: ApiError):
         if error.kind == "method_not_allowed":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from sqlalchemy.orm import Session
@@ -22,6 +22,7 @@ from .store.session import Store
 class Runtime:
     settings: Settings
     store: Store
+    extractors: dict = field(default_factory=dict)  # operationId -> credential readers (keyhouse.auth)
 
 
 _current: ContextVar[Runtime] = ContextVar("keyhouse_runtime")

@@ -110,8 +110,28 @@ class RequestBodyValidator(JSONRequestBodyValidator):
         try:
             return compiled(self._schema, fill_defaults=True)(body)
         except fastjsonschema.JsonSchemaValueException as e:
-            fields = field_errors(e)
+            fields = _discriminated_errors(self._schema, body) if e.rule == "oneOf" else None
+            fields = fields or field_errors(e)
             raise ApiError("invalid_body", fields[0].message, fields=fields) from None
+
+
+def _discriminated_errors(schema: dict, body: t.Any) -> list[FieldError] | None:
+    """A failed `oneOf` says only "matches no branch". With a discriminator, the branch the client
+    meant is known: validate against it alone, so that the error names the field that is wrong."""
+    discriminator = schema.get("discriminator")
+    if not discriminator or not isinstance(body, dict):
+        return None
+    name = discriminator["propertyName"]
+    branches = {value: branch for branch in schema["oneOf"]
+                for value in branch.get("properties", {}).get(name, {}).get("enum", [])}
+    if not isinstance(body.get(name), str) or body[name] not in branches:
+        allowed = ", ".join(branches)
+        return [FieldError((name,), f"{name} must be one of: {allowed}", "enum")]
+    try:
+        compiled(branches[body[name]])(body)
+    except fastjsonschema.JsonSchemaValueException as e:
+        return field_errors(e)
+    return None
 
 
 class ResponseBodyValidator(JSONResponseBodyValidator):
