@@ -20,7 +20,7 @@ def create(client, actor, **fields):
     return r.json()
 
 
-def test_create_shows_the_secret_once_and_it_authenticates(client, world):
+def test_create_shows_the_secret_once_and_it_authenticates(client, world, app):
     created = create(client, world.acme_admin, description="Test", type="publishable",
                      allowedIps=["192.0.2.10", "2001:db8::/32"], apiUser="ci-bot",
                      acl=[{"scope": {"organizationId": []}, "permissions": ["*"]}])
@@ -29,7 +29,9 @@ def test_create_shows_the_secret_once_and_it_authenticates(client, world):
     assert created["acl"] == [{"scope": {"organizationId": []}, "permissions": ["*"]}]
     assert created["_links"] == [{"href": f"/api/v1/api-keys/{created['id']}", "rel": "self"}]
     secret = created["secretKey"]
-    listed = client.get(f"{API}/api-keys", headers={"REB-APIKEY": secret})
+    assert client.get(f"{API}/api-keys", headers={"REB-APIKEY": secret}).status_code == 403  # not an allowed IP
+    with app.test_client(client=("2001:db8::7", 50000)) as allowed:
+        listed = allowed.get(f"{API}/api-keys", headers={"REB-APIKEY": secret})
     assert listed.status_code == 200
     assert secret not in listed.text
     assert created["id"] in [k["id"] for k in listed.json()]

@@ -21,8 +21,9 @@ def test_unknown_route_is_404_in_the_guessed_family(client, world):
 @pytest.mark.parametrize("method, path, allow", [
     ("PUT", "/api-keys", "GET, POST"),
     ("PATCH", "/user/api-keys", "GET, POST"),
-    ("PUT", "/deployments/traffic-filter/rulesets/abc", "DELETE, GET"),
-    ("DELETE", "/users/auth/keys", "POST"),
+    ("PATCH", "/deployments/traffic-filter/rulesets/abc", "DELETE, GET, PUT"),
+    ("PUT", "/users/auth/keys", "DELETE, GET, POST"),
+    ("PUT", "/user/api-keys/self", "DELETE, GET"),  # matches /self and /{id}: the union is allowed
 ])
 def test_wrong_method_is_405_with_the_full_allow_header(client, world, method, path, allow):
     r = client.request(method, f"{API}{path}", headers=world.acme_admin.bearer)

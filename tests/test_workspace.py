@@ -15,14 +15,14 @@ def error_of(response, status, type_):
 
 
 def test_create_then_list_masked(client, world):
-    r = client.post(f"{API}/user/api-keys", json={"name": "CI", "allowed_scopes": ["keys:read"],
+    r = client.post(f"{API}/user/api-keys", json={"name": "CI", "allowed_scopes": ["listMyApiKeys"],
                                                    "allow_self_revoke": True, "workspace_id": "ws-1"},
                     headers=world.acme_member.bearer)
     assert r.status_code == 201
     created = r.json()
     key = created["key"]
     assert created["masked_key"] == key[:7] + "…" + key[-4:]
-    assert created["allowed_scopes"] == ["keys:read"] and created["allow_self_revoke"] is True
+    assert created["allowed_scopes"] == ["listMyApiKeys"] and created["allow_self_revoke"] is True
     assert created["workspace_id"] == "ws-1" and created["org_id"] == world.acme_member.organization_id
 
     listed = client.get(f"{API}/user/api-keys", headers={"Authorization": f"Bearer {key}"})
@@ -39,7 +39,8 @@ def test_list_holds_only_the_callers_keys(client, world):
 
 def test_defaults_come_from_the_spec(client, world):
     created = client.post(f"{API}/user/api-keys", json={"name": "plain"}, headers=world.acme_admin.bearer).json()
-    assert created["allow_self_revoke"] is False and created["allowed_scopes"] == []
+    # Without allowed_scopes a key holds what its creator holds: here, the admin's "*".
+    assert created["allow_self_revoke"] is False and created["allowed_scopes"] == ["*"]
     assert created["workspace_id"] is None and created["last_used_at"] is None
 
 
@@ -67,7 +68,8 @@ def test_revoking_a_colleagues_or_unknown_key_is_not_found(client, world):
     ({}, ["body", "name"]),
     ({"name": 3}, ["body", "name"]),
     ({"name": "x", "allow_self_revoke": "yes"}, ["body", "allow_self_revoke"]),
-    ({"name": "x", "allowed_scopes": "keys:read"}, ["body", "allowed_scopes"]),
+    ({"name": "x", "allowed_scopes": "listMyApiKeys"}, ["body", "allowed_scopes"]),
+    ({"name": "x", "allowed_scopes": ["keys:read"]}, ["body", "allowed_scopes", "0"]),
     ({"name": "x", "key": "kh_chosen"}, ["body", "key"]),
 ])
 def test_invalid_create_is_422_and_stores_nothing(client, world, app, body, loc):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import logging
 import re
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import yaml
@@ -20,13 +22,15 @@ from .auth import extractors_by_operation
 from .config import Settings
 from .errors import ApiError, allowed_methods, from_problem, render
 from .middleware import RequestContext
+from .permissions import Policy
+from .recorder import Recorder
 from .runtime import Runtime
 from .store.session import Store
 from .validation import VALIDATOR_MAP
 
 log = logging.getLogger("keyhouse")
 
-HANDLER_MODULES = ("keyhouse.api.cloud", "keyhouse.api.billing", "keyhouse.api.workspace")
+HANDLER_MODULES = ("keyhouse.api.cloud", "keyhouse.api.billing", "keyhouse.api.workspace", "keyhouse.api.native")
 
 
 def spec_path() -> Path:
@@ -63,10 +67,20 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     store.create_schema()
     spec = spec_path()
     document = yaml.safe_load(spec.read_text())
-    rt = Runtime(settings=settings, store=store, extractors=extractors_by_operation(document))
+    rt = Runtime(settings=settings, store=store, policy=Policy.from_spec(document), recorder=Recorder(store),
+                 extractors=extractors_by_operation(document))
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        flusher = asyncio.create_task(rt.recorder.run())
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            rt.recorder.flush()
 
     handlers = _handlers()
-    app = AsyncApp(__name__, specification_dir=str(spec.parent))
+    app = AsyncApp(__name__, specification_dir=str(spec.parent), lifespan=lifespan)
     app.add_api(
         spec.name,
         resolver=Resolver(function_resolver=lambda operation_id: handlers[_snake(operation_id)]),

@@ -1,21 +1,30 @@
-"""Credential to principal.
+"""Credential to principal: which key is calling, and may it call this operation from here.
 
 Connexion calls the function named by each security scheme of an operation, in the spec's order, and
 stops at the first that succeeds. That alone would let a request through on its good `Authorization`
 while its `REB-APIKEY` is revoked. keyhouse fails closed instead: every scheme function resolves the
 request as a whole (once, cached in the ASGI scope), and every credential the operation accepts that the
-request presents must be valid; the principal is the first of them in the spec's order.
+request presents must be valid; the principal is the first of them in the spec's order. Then:
 
-Which headers carry which scheme is read from the spec's `securitySchemes`, not restated here.
-Malformed keys are refused on their checksum, before any database work.
+- expired, revoked and rerolled-past-grace keys are refused (401);
+- a key restricted to `allowedIps` is refused from any other client address (403);
+- a key may call only the operations its permissions name (403); see keyhouse.permissions.
+
+Which headers carry which scheme is read from the spec's `securitySchemes`, not restated here. Keys
+with a bad checksum are refused before any database work. Failures are recorded for the audit trail,
+and uses for `last_used_at`, in memory (keyhouse.recorder): nothing here writes to the database.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import ipaddress
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Callable
 
+import jwt
 from anyio import to_thread
 from connexion.security import NO_VALUE
 
@@ -24,8 +33,9 @@ from .errors import ApiError
 from .store import queries
 from .store.models import utcnow
 
-Extractor = Callable[[dict], "str | None"]  # request headers -> the credential of one scheme, if present
 _CACHE = "keyhouse.principal"
+JWT_ALGORITHM = "HS256"
+JWT_ISSUER = "keyhouse"
 
 
 @dataclass(frozen=True)
@@ -36,10 +46,17 @@ class Principal:
     organization_id: str
     role: str
     key_type: str
+    permissions: tuple[str, ...]
+    ip: str | None  # the client address, for the audit trail
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    def actor(self) -> dict:
+        """The fields of an audit event that say who did it."""
+        return {"organization_id": self.organization_id, "actor_user_id": self.user_id,
+                "actor_key_id": self.key_id, "ip": self.ip}
 
 
 def principal(token_info: dict) -> Principal:
@@ -48,14 +65,23 @@ def principal(token_info: dict) -> Principal:
 
 # ------------------------------------------------------------------ reading credentials, per the spec
 
+Extractor = Callable[[dict], "tuple[str, str] | None"]  # headers -> ("key" | "jwt", credential)
+
+
+def _looks_like_jwt(value: str) -> bool:
+    return value.count(".") == 2  # keys have no dots; a JWT is three base64url parts
+
+
 def _extractor(scheme: dict) -> Extractor:
     if scheme["type"] == "http" and scheme["scheme"].lower() == "bearer":
-        return lambda headers: _authorization(headers, "bearer")
+        if scheme.get("bearerFormat") == "JWT":
+            return lambda h: ("jwt", v) if (v := _authorization(h, "bearer")) and _looks_like_jwt(v) else None
+        return lambda h: ("key", v) if (v := _authorization(h, "bearer")) is not None and not _looks_like_jwt(v) else None
     if scheme["type"] == "apiKey" and scheme["in"] == "header":
         name = scheme["name"].lower()
         if name == "authorization":  # `Authorization: ApiKey <key>`
-            return lambda headers: _authorization(headers, "apikey")
-        return lambda headers: headers.get(name)
+            return lambda h: ("key", v) if (v := _authorization(h, "apikey")) is not None else None
+        return lambda h: ("key", h[name]) if name in h else None
     raise ValueError(f"keyhouse does not read credentials of scheme {scheme}")
 
 
@@ -64,7 +90,7 @@ def _authorization(headers, expected: str) -> str | None:
     if value is None:
         return None
     scheme, _, credential = value.strip().partition(" ")
-    return credential if scheme.lower() == expected else None
+    return credential.strip() if scheme.lower() == expected else None
 
 
 def extractors_by_operation(spec: dict) -> dict[str, list[Extractor]]:
@@ -90,6 +116,10 @@ async def billing_api_key(apikey: str, request):
     return await resolve(request)
 
 
+async def billing_jwt(token: str, request):
+    return await resolve(request)
+
+
 async def bearer_key(token: str, request):
     return await resolve(request)
 
@@ -99,7 +129,7 @@ async def resolve(request) -> dict:
     scope = request.scope
     if _CACHE not in scope:
         try:
-            scope[_CACHE] = await _resolve(request)
+            scope[_CACHE] = await _resolve(scope, request.headers)
         except ApiError as refused:
             scope[_CACHE] = refused
     if isinstance(scope[_CACHE], ApiError):
@@ -107,48 +137,150 @@ async def resolve(request) -> dict:
     return scope[_CACHE]
 
 
-async def _resolve(request):
+def client_ip(scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+async def _resolve(scope, headers):
     rt = runtime.current()
-    operation_id = scope_operation_id(request.scope)
-    presented = [c for read in rt.extractors[operation_id] if (c := read(request.headers)) is not None]
+    operation_id = scope["extensions"]["connexion_routing"]["operation_id"]
+    presented = [found for read in rt.extractors[operation_id] if (found := read(headers)) is not None]
     if not presented:
         return NO_VALUE
-    found = [await authenticate(rt, credential.strip()) for credential in dict.fromkeys(presented)]
-    return {"sub": found[0].user_id, "principal": found[0]}
+    ip = client_ip(scope)
+    principals = []
+    for kind, credential in dict.fromkeys(presented):
+        try:
+            principals.append(await (_from_jwt if kind == "jwt" else _from_key)(rt, credential, ip))
+        except Refused as refused:
+            rt.recorder.auth_failed(organization_id=refused.organization_id, actor_key_id=refused.key_id,
+                                    ip=ip, detail=refused.reason, target_id=operation_id)
+            raise ApiError(refused.kind, refused.message) from None
+    first = principals[0]
+    if not rt.policy.allows(list(first.permissions), first.key_type, operation_id):
+        rt.recorder.auth_failed(organization_id=first.organization_id, actor_key_id=first.key_id, ip=ip,
+                                detail="operation not permitted", target_id=operation_id)
+        raise ApiError("forbidden", f"This key is not permitted to call {operation_id}.")
+    for p in principals:
+        rt.recorder.used(p.key_pk, utcnow())
+    return {"sub": first.user_id, "principal": first}
 
 
-def scope_operation_id(scope) -> str:
-    return scope["extensions"]["connexion_routing"]["operation_id"]
+# ------------------------------------------------------------------ checking one credential
+
+class Refused(Exception):
+    def __init__(self, reason: str, message: str, kind: str = "unauthorized", organization_id=None, key_id=None):
+        super().__init__(message)
+        self.reason, self.message, self.kind = reason, message, kind
+        self.organization_id, self.key_id = organization_id, key_id
 
 
-def _refuse(detail: str) -> ApiError:
-    return ApiError("unauthorized", detail)
+def verdict(credential: queries.Credential | None, digest: str | None, now: datetime) -> str:
+    """VALID, NOT_FOUND, EXPIRED or REVOKED: what the store says of a presented secret.
 
-
-async def authenticate(rt: runtime.Runtime, presented: str) -> Principal:
-    if not keys.is_well_formed(presented):
-        raise _refuse("The supplied API key is malformed.")
-    digest = keys.hash_key(rt.settings.secret, presented)
-    credential = await to_thread.run_sync(_lookup, rt, digest)
-    # The row was found by its hash; comparing the hashes again in constant time costs nothing
-    # and keeps the check independent of how the database compares strings.
-    if credential is None or not hmac.compare_digest(credential.key_hash, digest):
-        raise _refuse("The supplied API key is invalid.")
-    now = utcnow()
+    Shared by authentication and the gateways' verify operation, so the two can never disagree.
+    """
+    if credential is None:
+        return "NOT_FOUND"
+    if digest is not None and not hmac.compare_digest(credential.key_hash, digest):
+        # Matched on the previous secret of a reroll: valid only inside the grace window.
+        if credential.previous_key_hash is None or not hmac.compare_digest(credential.previous_key_hash, digest):
+            return "NOT_FOUND"
+        if credential.previous_valid_until is None or credential.previous_valid_until <= now:
+            return "REVOKED"
     if credential.revoked_at is not None and credential.revoked_at <= now:
-        raise _refuse("The supplied API key has been revoked.")
+        return "REVOKED"
     if credential.expires_at is not None and credential.expires_at <= now:
-        raise _refuse("The supplied API key has expired.")
-    return Principal(
-        key_pk=credential.key_pk,
-        key_id=credential.key_id,
-        user_id=credential.user_id,
-        organization_id=credential.organization_id,
-        role=credential.role,
-        key_type=credential.type,
-    )
+        return "EXPIRED"
+    return "VALID"
 
 
-def _lookup(rt: runtime.Runtime, digest: str):
+def ip_allowed(allowed_ips: list | None, ip: str | None) -> bool:
+    if not allowed_ips:
+        return True
+    try:
+        address = ipaddress.ip_address(ip or "")
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in allowed_ips)
+
+
+_MESSAGES = {
+    "NOT_FOUND": "The supplied API key is invalid.",
+    "EXPIRED": "The supplied API key has expired.",
+    "REVOKED": "The supplied API key has been revoked.",
+}
+
+
+def _principal(credential: queries.Credential, ip: str | None, permissions=None) -> Principal:
+    if not ip_allowed(credential.allowed_ips, ip):
+        raise Refused("ip not allowed", "This key may not be used from this address.", "forbidden",
+                      credential.organization_id, credential.key_id)
+    held = credential.permissions if permissions is None else [p for p in permissions if p in credential.permissions
+                                                                 or "*" in credential.permissions]
+    return Principal(credential.key_pk, credential.key_id, credential.user_id, credential.organization_id,
+                     credential.role, credential.type, tuple(held), ip)
+
+
+async def lookup(rt: runtime.Runtime, presented: str) -> tuple[queries.Credential | None, str | None]:
+    """The credential of a presented key and its hash; (None, None) for a bad checksum, unlooked."""
+    if not keys.is_well_formed(presented):
+        return None, None
+    digest = keys.hash_key(rt.settings.secret, presented)
+    return await to_thread.run_sync(_by_hash, rt, digest), digest
+
+
+async def _from_key(rt: runtime.Runtime, presented: str, ip: str | None) -> Principal:
+    credential, digest = await lookup(rt, presented)
+    if digest is None:
+        raise Refused("malformed key", "The supplied API key is malformed.")
+    state = verdict(credential, digest, utcnow())
+    if state != "VALID":
+        known = credential is not None and state != "NOT_FOUND"
+        raise Refused(state.lower().replace("_", " "), _MESSAGES[state],
+                      organization_id=credential.organization_id if known else None,
+                      key_id=credential.key_id if known else None)
+    return _principal(credential, ip)
+
+
+def _by_hash(rt: runtime.Runtime, digest: str):
     with rt.store.session() as s:
         return queries.credential_by_hash(s, digest)
+
+
+# ------------------------------------------------------------------ tokens
+
+def _jwt_key(secret: bytes) -> bytes:
+    # Derived, so that the token signing key is never the key-hashing pepper itself.
+    return hmac.new(secret, b"keyhouse jwt signing key", hashlib.sha256).digest()
+
+
+def issue_token(rt: runtime.Runtime, who: Principal, expires_in: int) -> str:
+    now = utcnow()
+    claims = {"iss": JWT_ISSUER, "sub": who.user_id, "org": who.organization_id, "kid": who.key_id,
+              "perms": list(who.permissions), "iat": now, "exp": now + timedelta(seconds=expires_in)}
+    return jwt.encode(claims, _jwt_key(rt.settings.secret), algorithm=JWT_ALGORITHM)
+
+
+async def _from_jwt(rt: runtime.Runtime, token: str, ip: str | None) -> Principal:
+    try:
+        claims = jwt.decode(token, _jwt_key(rt.settings.secret), algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER,
+                            options={"require": ["exp", "iat", "iss", "sub", "org", "kid", "perms"]})
+    except jwt.ExpiredSignatureError:
+        raise Refused("token expired", "The supplied token has expired.") from None
+    except jwt.PyJWTError:
+        raise Refused("bad token", "The supplied token is invalid.") from None
+    # A token dies with its key: the key is looked up again, and its permissions bound the token's.
+    credential = await to_thread.run_sync(_by_id, rt, str(claims["org"]), str(claims["kid"]))
+    state = verdict(credential, None, utcnow())
+    if state != "VALID":
+        raise Refused("token of a " + state.lower().replace("_", " ") + " key", _MESSAGES[state],
+                      organization_id=claims["org"], key_id=claims["kid"])
+    perms = claims["perms"] if isinstance(claims["perms"], list) else []
+    return _principal(credential, ip, permissions=[str(p) for p in perms])
+
+
+def _by_id(rt: runtime.Runtime, organization_id: str, key_id: str):
+    with rt.store.session() as s:
+        return queries.credential_by_id(s, organization_id, key_id)

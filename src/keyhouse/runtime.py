@@ -15,6 +15,8 @@ from typing import Iterator
 from sqlalchemy.orm import Session
 
 from .config import Settings
+from .permissions import Policy
+from .recorder import Recorder
 from .store.session import Store
 
 
@@ -22,6 +24,8 @@ from .store.session import Store
 class Runtime:
     settings: Settings
     store: Store
+    policy: Policy
+    recorder: Recorder
     extractors: dict = field(default_factory=dict)  # operationId -> credential readers (keyhouse.auth)
 
 

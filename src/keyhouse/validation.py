@@ -6,8 +6,8 @@ through ``validator_map``; the map keeps Connexion's ``MediaTypeDict`` because a
 turns JSON validation off. They also speak our error type, so that a failure names its fields in the
 family's envelope instead of a problem+json string.
 
-OpenAPI 3.0 schemas are not quite JSON Schema: ``nullable`` is translated here, and the one custom
-format the spec uses, ``ip-or-cidr``, is checked with :mod:`ipaddress`.
+OpenAPI 3.0 schemas are not quite JSON Schema: ``nullable`` is translated here, and the custom
+formats the spec uses, ``ip-or-cidr`` and ``ip-address``, are checked with :mod:`ipaddress`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,15 @@ def is_ip_or_cidr(value: str) -> bool:
     return True
 
 
-FORMATS = {"ip-or-cidr": is_ip_or_cidr}
+def is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+FORMATS = {"ip-or-cidr": is_ip_or_cidr, "ip-address": is_ip_address}
 
 
 def to_json_schema(schema: t.Any) -> t.Any:

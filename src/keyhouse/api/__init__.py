@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from .. import runtime
+from ..auth import Principal
+from ..errors import ApiError, FieldError
+
 
 def iso_z(moment: datetime) -> str:
     """RFC 3339 in UTC with a `Z`, to the second, as the billing and workspace APIs write it."""
@@ -13,3 +17,27 @@ def iso_z(moment: datetime) -> str:
 def iso_offset(moment: datetime) -> str:
     """RFC 3339 in UTC with `+00:00`, to the second, as the cloud API writes it."""
     return moment.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def granted(me: Principal, requested: list[str] | None, key_type: str, field: tuple[str, ...]) -> list[str]:
+    """The permissions of a key `me` is making: those requested, or by default the creator's own.
+
+    Refuses (403) what the creator does not hold, and (as invalid input) writing operations for a
+    publishable key.
+    """
+    policy = runtime.current().policy
+    if requested is None:
+        wanted = [p for p in me.permissions if key_type != "publishable" or p not in policy.writes]
+    else:
+        wanted = list(dict.fromkeys(requested))
+    why = policy.grantable(list(me.permissions), me.key_type, wanted, key_type)
+    if why is None:
+        return wanted
+    if why.startswith("publishable"):
+        raise ApiError("invalid_body", why, fields=[FieldError(field, why, "permission")])
+    raise ApiError("forbidden", why[0].upper() + why[1:] + ".")
+
+
+def only_admins(me: Principal) -> None:
+    if not me.is_admin:
+        raise ApiError("forbidden", "Only administrators of the organization may do this.")

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from ..auth import principal
+from ..auth import Principal, principal
+from ..errors import ApiError, FieldError
 from ..runtime import secret, session
 from ..store import queries
 from ..store.models import ApiKey
-from . import iso_z
+from . import granted, iso_z
 
 # Billing field name -> column, for the fields the spec lets clients sort and filter on.
 COLUMNS = {
@@ -70,12 +71,81 @@ def get_api_key_collection(token_info: dict, limit: int, offset: int, sort: list
     return page, 200, headers
 
 
+def _fields(me: Principal, body: dict) -> dict:
+    """The stored fields of a key from a billing body; the ACL becomes the key's permissions."""
+    acl = body.get("acl")
+    requested = None
+    if acl is not None:
+        requested = []
+        for i, entry in enumerate(acl):
+            organizations = entry["scope"].get("organizationId") or [me.organization_id]
+            if me.organization_id not in organizations:
+                where = ("acl", str(i), "scope", "organizationId")
+                raise ApiError("invalid_body", "An ACL entry may only be scoped to the key's own organization.",
+                               fields=[FieldError(where, "may only name the key's own organization")])
+            requested += entry["permissions"]
+    return {
+        "description": body["description"],
+        "type": body["type"],
+        "acl": acl,
+        "permissions": granted(me, requested, body["type"], ("acl",)),
+        "allowed_ips": body.get("allowedIps"),
+        "api_user": body.get("apiUser"),
+    }
+
+
+def _audit(s, me: Principal, action: str, row: ApiKey) -> None:
+    queries.record(s, action=action, target_type="api_key", target_id=row.id, **me.actor())
+
+
+def _visible(s, me: Principal, key_id: str) -> ApiKey:
+    """A live key of the organization (of the caller, for a member), or 404."""
+    row = queries.get_key(s, me.organization_id, key_id)
+    if row is None or (not me.is_admin and row.user_id != me.user_id):
+        raise ApiError("not_found", "The API key can't be found.")
+    return row
+
+
 def post_api_key(body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        row, plaintext = queries.issue_key(
-            s, secret(), organization_id=me.organization_id, user_id=me.user_id,
-            description=body["description"], type=body["type"], acl=body.get("acl"),
-            allowed_ips=body.get("allowedIps"), api_user=body.get("apiUser"),
-        )
+        row, plaintext = queries.issue_key(s, secret(), organization_id=me.organization_id, user_id=me.user_id,
+                                           **_fields(me, body))
+        _audit(s, me, "key.created", row)
         return {**_key(row), "secretKey": plaintext}, 201
+
+
+def get_api_key_resource(id_: str, token_info: dict):
+    me = principal(token_info)
+    with session() as s:
+        return _key(_visible(s, me, id_))
+
+
+def put_api_key_resource(id_: str, body: dict, token_info: dict):
+    """Upsert: 201 with the secret when the id is free (never used, or its key was deleted), else 200."""
+    me = principal(token_info)
+    fields = _fields(me, body)
+    with session() as s:
+        row = queries.get_key(s, me.organization_id, id_, include_revoked=True, for_update=True)
+        if row is None:
+            row, plaintext = queries.issue_key(s, secret(), id=id_, organization_id=me.organization_id,
+                                               user_id=me.user_id, **fields)
+        elif row.revoked_at is not None:
+            plaintext = queries.reissue_key(s, secret(), row, user_id=me.user_id, **fields)
+        else:
+            if not me.is_admin and row.user_id != me.user_id:
+                raise ApiError("forbidden", "This API key belongs to another user.")
+            queries.update_key(s, row, **fields)
+            _audit(s, me, "key.updated", row)
+            return _key(row), 200
+        _audit(s, me, "key.created", row)
+        return {**_key(row), "secretKey": plaintext}, 201
+
+
+def delete_api_key_resource(id_: str, token_info: dict):
+    me = principal(token_info)
+    with session() as s:
+        row = _visible(s, me, id_)
+        queries.revoke_keys(s, [row])
+        _audit(s, me, "key.revoked", row)
+    return None, 204

@@ -1,13 +1,17 @@
-"""The workspace family: `/user/api-keys`, the caller's own keys, shown masked."""
+"""The workspace family: `/user/api-keys`, the caller's own keys, shown masked.
+
+`allowed_scopes` are the key's permissions (keyhouse.permissions): the same list a billing ACL sets.
+Revoked keys stay listed, with `active: false`.
+"""
 
 from __future__ import annotations
 
-from ..auth import principal
+from ..auth import Principal, principal
 from ..errors import ApiError
 from ..runtime import secret, session
 from ..store import queries
 from ..store.models import ApiKey, utcnow
-from . import iso_z
+from . import granted, iso_z
 
 
 def _key(row: ApiKey) -> dict:
@@ -18,7 +22,7 @@ def _key(row: ApiKey) -> dict:
         "masked_key": row.key_hint,
         "active": row.revoked_at is None and (row.expires_at is None or row.expires_at > now),
         "allow_self_revoke": row.allow_self_revoke,
-        "allowed_scopes": row.scopes or [],
+        "allowed_scopes": list(row.permissions),
         "created_at": iso_z(row.created_at),
         "last_used_at": iso_z(row.last_used_at) if row.last_used_at else None,
         "org_id": row.organization_id,
@@ -26,29 +30,56 @@ def _key(row: ApiKey) -> dict:
     }
 
 
-def list_user_api_keys(token_info: dict):
+def _mine(s, me: Principal, key_id: str) -> ApiKey:
+    row = queries.get_key(s, me.organization_id, key_id, include_revoked=True)
+    # Only the caller's own keys exist on these paths; a colleague's key is not found, like any other.
+    if row is None or row.user_id != me.user_id:
+        raise ApiError("not_found", "The API key can't be found.")
+    return row
+
+
+def _revoke(s, me: Principal, row: ApiKey) -> None:
+    queries.revoke_keys(s, [row])
+    queries.record(s, action="key.revoked", target_type="api_key", target_id=row.id, **me.actor())
+
+
+def list_my_api_keys(token_info: dict):
     me = principal(token_info)
     with session() as s:
         return [_key(row) for row in queries.keys_of_user(s, me.organization_id, me.user_id, include_revoked=True)]
 
 
-def create_user_api_key(body: dict, token_info: dict):
+def create_my_api_key(body: dict, token_info: dict):
     me = principal(token_info)
+    permissions = granted(me, body.get("allowed_scopes"), "secret", ("allowed_scopes",))
     with session() as s:
         row, plaintext = queries.issue_key(
             s, secret(), organization_id=me.organization_id, user_id=me.user_id, description=body["name"],
-            scopes=body.get("allowed_scopes", []), allow_self_revoke=body["allow_self_revoke"],
+            permissions=permissions, allow_self_revoke=body["allow_self_revoke"],
             workspace_id=body.get("workspace_id"),
         )
+        queries.record(s, action="key.created", target_type="api_key", target_id=row.id, **me.actor())
         return {**_key(row), "key": plaintext}, 201
 
 
-def revoke_user_api_key(id_: str, token_info: dict):
+def get_my_api_key(id_: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        row = queries.get_key(s, me.organization_id, id_)
-        # Only the caller's own keys exist on this path; a colleague's key is not found, like any other.
-        if row is None or row.user_id != me.user_id:
-            raise ApiError("not_found", "The API key can't be found.")
-        queries.revoke_key(s, row)
+        return _key(_mine(s, me, id_))
+
+
+def revoke_my_api_key(id_: str, token_info: dict):
+    me = principal(token_info)
+    with session() as s:
+        _revoke(s, me, _mine(s, me, id_))
+    return None, 204
+
+
+def revoke_current_api_key(token_info: dict):
+    me = principal(token_info)
+    with session() as s:
+        row = _mine(s, me, me.key_id)
+        if not row.allow_self_revoke:
+            raise ApiError("forbidden", "This key does not allow self-revocation.")
+        _revoke(s, me, row)
     return None, 204

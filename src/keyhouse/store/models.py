@@ -76,12 +76,16 @@ class ApiKey(Base):
     acl: Mapped[list | None] = mapped_column(JSON, nullable=True)
     allowed_ips: Mapped[list | None] = mapped_column(JSON, nullable=True)
     api_user: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    scopes: Mapped[list] = mapped_column(JSON, default=list)
+    # The authoritative permissions: operationIds or "*". `acl` is kept as the billing client sent it.
+    permissions: Mapped[list] = mapped_column(JSON, default=list)
     allow_self_revoke: Mapped[bool] = mapped_column(Boolean, default=False)
     workspace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # HMAC-SHA256 of the key under the server secret: the only trace of the key that is kept.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key_hint: Mapped[str] = mapped_column(String(16))
+    # After a reroll, the old secret's hash stays valid until previous_valid_until (the grace window).
+    previous_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    previous_valid_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
@@ -102,3 +106,35 @@ class Ruleset(Base):
     rules: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Association(Base):
+    __tablename__ = "ruleset_associations"
+    __table_args__ = (
+        UniqueConstraint("ruleset_id", "entity_type", "entity_id", name="uq_association"),
+        Index("ix_association_entity", "organization_id", "entity_type", "entity_id"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ruleset_id: Mapped[str] = mapped_column(ForeignKey("rulesets.id", ondelete="CASCADE"))
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_org_id", "organization_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Null for a failed authentication whose key is unknown: no organization to show it to.
+    organization_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    action: Mapped[str] = mapped_column(String(32))
+    actor_user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    actor_key_id: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    target_type: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[str | None] = mapped_column(String(255), nullable=True)

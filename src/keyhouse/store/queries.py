@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Sequence
+from datetime import datetime, timedelta
+from typing import Iterable, Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import keys
-from .models import ApiKey, Organization, Ruleset, User, utcnow
+from .models import ApiKey, Association, AuditEvent, Organization, Ruleset, User, utcnow
 
 
 @dataclass(frozen=True)
@@ -20,23 +21,39 @@ class Credential:
     key_pk: int
     key_id: str
     key_hash: str
+    previous_key_hash: str | None
+    previous_valid_until: datetime | None
     organization_id: str
     user_id: str
     role: str
     type: str
+    permissions: list
+    allowed_ips: list | None
     expires_at: datetime | None
     revoked_at: datetime | None
 
 
+_CREDENTIAL = (
+    ApiKey.pk, ApiKey.id, ApiKey.key_hash, ApiKey.previous_key_hash, ApiKey.previous_valid_until,
+    ApiKey.organization_id, ApiKey.user_id, User.role, ApiKey.type, ApiKey.permissions, ApiKey.allowed_ips,
+    ApiKey.expires_at, ApiKey.revoked_at,
+)
+
+
 def credential_by_hash(session: Session, key_hash: str) -> Credential | None:
+    """The key whose current secret, or previous secret during a reroll's grace, hashes to `key_hash`."""
     row = session.execute(
-        select(
-            ApiKey.pk, ApiKey.id, ApiKey.key_hash, ApiKey.organization_id, ApiKey.user_id, User.role,
-            ApiKey.type, ApiKey.expires_at, ApiKey.revoked_at,
-        )
-        .join(User, User.id == ApiKey.user_id)
-        .where(ApiKey.key_hash == key_hash)
-    ).one_or_none()
+        select(*_CREDENTIAL).join(User, User.id == ApiKey.user_id)
+        .where(or_(ApiKey.key_hash == key_hash, ApiKey.previous_key_hash == key_hash))
+    ).first()
+    return Credential(*row) if row else None
+
+
+def credential_by_id(session: Session, organization_id: str, key_id: str) -> Credential | None:
+    row = session.execute(
+        select(*_CREDENTIAL).join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.organization_id == organization_id, ApiKey.id == key_id)
+    ).first()
     return Credential(*row) if row else None
 
 
@@ -74,15 +91,48 @@ def user_by_email(session: Session, email: str) -> User | None:
 # ------------------------------------------------------------------ keys
 
 def issue_key(session: Session, secret: bytes, *, organization_id: str, user_id: str, description: str,
-              **fields) -> tuple[ApiKey, str]:
+              permissions: list | None = None, **fields) -> tuple[ApiKey, str]:
     """A new key row and its plaintext, which the caller shows once and drops."""
     new = keys.new(secret)
     now = utcnow()
     row = ApiKey(key_hash=new.hash, key_hint=new.hint, organization_id=organization_id, user_id=user_id,
-                 description=description, created_at=now, updated_at=now, **fields)
+                 description=description, permissions=permissions if permissions is not None else ["*"],
+                 created_at=now, updated_at=now, **fields)
     session.add(row)
     session.flush()
     return row, new.plaintext
+
+
+def reissue_key(session: Session, secret: bytes, row: ApiKey, **fields) -> str:
+    """Give a revoked key's id to a new key: new secret, new fields, the old secret dead for good."""
+    new = keys.new(secret)
+    now = utcnow()
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.key_hash, row.key_hint = new.hash, new.hint
+    row.previous_key_hash = row.previous_valid_until = row.revoked_at = row.last_used_at = None
+    row.created_at = row.updated_at = now
+    session.flush()
+    return new.plaintext
+
+
+def update_key(session: Session, row: ApiKey, **fields) -> None:
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.updated_at = utcnow()
+    session.flush()
+
+
+def reroll_key(session: Session, secret: bytes, row: ApiKey, grace: timedelta) -> tuple[str, datetime]:
+    """A new secret for the key; the old one stays valid for `grace` (not at all when it is zero)."""
+    new = keys.new(secret)
+    now = utcnow()
+    row.previous_key_hash = row.key_hash if grace else None
+    row.previous_valid_until = now + grace if grace else None
+    row.key_hash, row.key_hint = new.hash, new.hint
+    row.updated_at = now
+    session.flush()
+    return new.plaintext, now + grace
 
 
 def keys_of_user(session: Session, organization_id: str, user_id: str, *, include_revoked: bool) -> Sequence[ApiKey]:
@@ -92,18 +142,38 @@ def keys_of_user(session: Session, organization_id: str, user_id: str, *, includ
     return session.scalars(query.order_by(ApiKey.created_at.desc(), ApiKey.pk.desc())).all()
 
 
-def get_key(session: Session, organization_id: str, key_id: str) -> ApiKey | None:
+def keys_of_organization(session: Session, organization_id: str) -> Sequence[ApiKey]:
     return session.scalars(
-        select(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.id == key_id)
-    ).one_or_none()
+        select(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.created_at.desc(), ApiKey.pk.desc())
+    ).all()
+
+
+def get_key(session: Session, organization_id: str, key_id: str, *, include_revoked: bool = False,
+            for_update: bool = False) -> ApiKey | None:
+    query = select(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.id == key_id)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
+
+
+def live_keys_by_id(session: Session, organization_id: str, key_ids: Iterable[str],
+                    user_id: str | None = None) -> dict[str, ApiKey]:
+    query = select(ApiKey).where(ApiKey.organization_id == organization_id, ApiKey.id.in_(list(key_ids)),
+                                 ApiKey.revoked_at.is_(None))
+    if user_id is not None:
+        query = query.where(ApiKey.user_id == user_id)
+    return {row.id: row for row in session.scalars(query)}
 
 
 def page_keys(session: Session, organization_id: str, *, owner_id: str | None,
               match: Sequence[tuple[str, list[str]]], order: Sequence[tuple[str, bool]],
               limit: int, offset: int) -> tuple[int, Sequence[ApiKey]]:
     """(total matching, one page). `match` holds (column, values) conditions, all of which must hold,
-    each by any of its values, compared case-insensitively;
-    `order` is (column, descending) pairs; ties always break on the primary key for stable pages."""
+    each by any of its values, compared case-insensitively; `order` is (column, descending) pairs;
+    ties always break on the primary key for stable pages."""
     conditions = [ApiKey.organization_id == organization_id, ApiKey.revoked_at.is_(None)]
     if owner_id is not None:
         conditions.append(ApiKey.user_id == owner_id)
@@ -117,10 +187,22 @@ def page_keys(session: Session, organization_id: str, *, owner_id: str | None,
     return total or 0, rows
 
 
-def revoke_key(session: Session, key: ApiKey) -> None:
-    if key.revoked_at is None:
-        key.revoked_at = key.updated_at = utcnow()
-        session.flush()
+def revoke_keys(session: Session, rows: Iterable[ApiKey]) -> None:
+    now = utcnow()
+    for row in rows:
+        if row.revoked_at is None:
+            row.revoked_at = row.updated_at = now
+            row.previous_key_hash = row.previous_valid_until = None
+    session.flush()
+
+
+def touch_keys(session: Session, last_used: dict[int, datetime]) -> None:
+    """Record last uses gathered in memory; never moves a time backwards."""
+    for key_pk, at in last_used.items():
+        session.execute(
+            update(ApiKey).where(ApiKey.pk == key_pk, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < at))
+            .values(last_used_at=at)
+        )
 
 
 # ------------------------------------------------------------------ traffic-filter rulesets
@@ -133,10 +215,18 @@ def insert_ruleset(session: Session, organization_id: str, **fields) -> Ruleset:
     return ruleset
 
 
-def rulesets_of(session: Session, organization_id: str) -> Sequence[Ruleset]:
-    return session.scalars(
-        select(Ruleset).where(Ruleset.organization_id == organization_id).order_by(Ruleset.created_at, Ruleset.id)
-    ).all()
+def update_ruleset(session: Session, ruleset: Ruleset, **fields) -> None:
+    for name, value in fields.items():
+        setattr(ruleset, name, value)
+    ruleset.updated_at = utcnow()
+    session.flush()
+
+
+def rulesets_of(session: Session, organization_id: str, region: str | None = None) -> Sequence[Ruleset]:
+    query = select(Ruleset).where(Ruleset.organization_id == organization_id)
+    if region is not None:
+        query = query.where(Ruleset.region == region)
+    return session.scalars(query.order_by(Ruleset.created_at, Ruleset.id)).all()
 
 
 def get_ruleset(session: Session, organization_id: str, ruleset_id: str) -> Ruleset | None:
@@ -146,4 +236,71 @@ def get_ruleset(session: Session, organization_id: str, ruleset_id: str) -> Rule
 
 
 def delete_ruleset(session: Session, ruleset: Ruleset) -> None:
+    session.execute(delete(Association).where(Association.ruleset_id == ruleset.id))
     session.execute(delete(Ruleset).where(Ruleset.id == ruleset.id))
+
+
+def associations_of(session: Session, ruleset_ids: Sequence[str]) -> dict[str, list[Association]]:
+    found: dict[str, list[Association]] = {rid: [] for rid in ruleset_ids}
+    rows = session.scalars(
+        select(Association).where(Association.ruleset_id.in_(list(ruleset_ids))).order_by(Association.pk)
+    )
+    for row in rows:
+        found[row.ruleset_id].append(row)
+    return found
+
+
+def add_association(session: Session, ruleset: Ruleset, entity_type: str, entity_id: str) -> bool:
+    """True when made, False when it already existed (a race with a twin request included)."""
+    exists = select(Association.pk).where(Association.ruleset_id == ruleset.id, Association.entity_type == entity_type,
+                                          Association.entity_id == entity_id)
+    if session.scalar(exists) is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(Association(ruleset_id=ruleset.id, organization_id=ruleset.organization_id,
+                                    entity_type=entity_type, entity_id=entity_id))
+    except IntegrityError:
+        return False
+    return True
+
+
+def remove_association(session: Session, ruleset: Ruleset, entity_type: str, entity_id: str) -> bool:
+    done = session.execute(
+        delete(Association).where(Association.ruleset_id == ruleset.id, Association.entity_type == entity_type,
+                                  Association.entity_id == entity_id)
+    )
+    return done.rowcount > 0
+
+
+def rulesets_of_entity(session: Session, organization_id: str, entity_type: str, entity_id: str) -> Sequence[Ruleset]:
+    return session.scalars(
+        select(Ruleset).join(Association, Association.ruleset_id == Ruleset.id)
+        .where(Association.organization_id == organization_id, Association.entity_type == entity_type,
+               Association.entity_id == entity_id)
+        .order_by(Ruleset.created_at, Ruleset.id)
+    ).all()
+
+
+# ------------------------------------------------------------------ audit trail
+
+def record(session: Session, *, organization_id: str | None, action: str, target_type: str,
+           target_id: str | None = None, actor_user_id: str | None = None, actor_key_id: str | None = None,
+           ip: str | None = None, detail: str | None = None) -> None:
+    session.add(AuditEvent(organization_id=organization_id, action=action, target_type=target_type,
+                           target_id=target_id, actor_user_id=actor_user_id, actor_key_id=actor_key_id,
+                           ip=ip, detail=detail, at=utcnow()))
+
+
+def insert_events(session: Session, events: Sequence[dict]) -> None:
+    if events:
+        session.add_all(AuditEvent(**event) for event in events)
+
+
+def page_events(session: Session, organization_id: str, limit: int, offset: int) -> tuple[int, Sequence[AuditEvent]]:
+    where = AuditEvent.organization_id == organization_id
+    total = session.scalar(select(func.count()).select_from(AuditEvent).where(where))
+    rows = session.scalars(
+        select(AuditEvent).where(where).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)
+    ).all() if limit else []
+    return total or 0, rows

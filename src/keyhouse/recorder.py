@@ -1,0 +1,59 @@
+"""What requests leave behind without writing to the database on their way: last-use times and
+failed authentications, gathered in memory and written in batches.
+
+Precision: a key's `last_used_at` is at most FLUSH_SECONDS late, and a process killed hard loses at
+most that much of it (a clean stop flushes). Failed authentications are bounded in memory: under a flood
+of guesses the oldest unwritten ones are dropped and counted, never the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from datetime import datetime
+
+from anyio import to_thread
+
+from .store import queries
+from .store.models import utcnow
+from .store.session import Store
+
+log = logging.getLogger("keyhouse.recorder")
+
+FLUSH_SECONDS = 2.0
+MAX_PENDING_EVENTS = 10_000
+
+
+class Recorder:
+    def __init__(self, store: Store):
+        self.store = store
+        self._last_used: dict[int, datetime] = {}
+        self._events: deque[dict] = deque(maxlen=MAX_PENDING_EVENTS)
+        self.dropped_events = 0
+
+    def used(self, key_pk: int, at: datetime) -> None:
+        self._last_used[key_pk] = at
+
+    def auth_failed(self, **event) -> None:
+        if len(self._events) == self._events.maxlen:
+            self.dropped_events += 1
+        self._events.append({"action": "auth.failed", "target_type": "request", "at": utcnow(), **event})
+
+    def flush(self) -> None:
+        """Write what has gathered (called from a worker thread, and at shutdown)."""
+        last_used, self._last_used = self._last_used, {}
+        events = [self._events.popleft() for _ in range(len(self._events))]
+        if not last_used and not events:
+            return
+        try:
+            with self.store.session() as s:
+                queries.touch_keys(s, last_used)
+                queries.insert_events(s, events)
+        except Exception:
+            log.exception("could not record %d last uses and %d events", len(last_used), len(events))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await to_thread.run_sync(self.flush)
