@@ -19,7 +19,8 @@ AUTH = {"Authorization": f"Bearer {ADMIN.key}"}
 # CI runs a quick pass; KEYHOUSE_FUZZ_EXAMPLES=500 digs deeper on a workstation.
 EXAMPLES = int(os.environ.get("KEYHOUSE_FUZZ_EXAMPLES", "40"))
 
-# The spec's one custom format: teach the generator to make valid values for it too.
+# The spec's custom formats: teach the generator to make valid values for them too.
+schemathesis.openapi.format("ip-address", st.ip_addresses().map(str))
 schemathesis.openapi.format(
     "ip-or-cidr",
     st.one_of(

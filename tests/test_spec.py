@@ -48,3 +48,15 @@ def test_every_cloud_error_documents_the_codes_header():
     for name, response in SPEC["components"]["responses"].items():
         if name.startswith("Cloud"):
             assert "x-cloud-error-codes" in response["headers"], name
+
+
+def test_every_operation_with_path_parameters_documents_404():
+    # A path parameter that no route can match (a newline, say) is a 404 from the router.
+    for path, method, op in OPERATIONS:
+        if "{" in path:
+            assert "404" in op["responses"], (path, method)
+
+
+def test_the_permission_enum_is_exactly_the_operations():
+    permissions = set(SPEC["components"]["schemas"]["Permission"]["enum"])
+    assert permissions == {op["operationId"] for _, _, op in OPERATIONS} | {"*"}

@@ -189,16 +189,16 @@ def from_problem(problem: ProblemException) -> ApiError:
 
 
 def allowed_methods(spec_paths: dict, path: str) -> list[str]:
-    """The methods the spec declares for the path templates that match `path` (for `Allow`)."""
+    """The methods the spec declares for the path template that matches `path` (for `Allow`)."""
     rest = path[len(BASE_PATH):] if path.startswith(BASE_PATH) else path
     rest = rest.rstrip("/") or "/"
-    allowed = set()
     for template, methods in spec_paths.items():
-        # A path can match several templates (`/user/api-keys/self` and `/user/api-keys/{id}`).
+        # The first template that matches is the resource: the spec lists `/user/api-keys/self` before
+        # `/user/api-keys/{id}`, as the router tries them.
         pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
         if re.match(pattern, rest):
-            allowed |= {m.upper() for m in methods if m in _HTTP_METHODS}
-    return sorted(allowed)
+            return sorted(m.upper() for m in methods if m in _HTTP_METHODS)
+    return []
 
 
 _HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}

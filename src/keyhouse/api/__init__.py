@@ -6,7 +6,7 @@ from datetime import datetime
 
 from .. import runtime
 from ..auth import Principal
-from ..errors import ApiError, FieldError
+from ..errors import ApiError
 
 
 def iso_z(moment: datetime) -> str:
@@ -19,11 +19,11 @@ def iso_offset(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
-def granted(me: Principal, requested: list[str] | None, key_type: str, field: tuple[str, ...]) -> list[str]:
+def granted(me: Principal, requested: list[str] | None, key_type: str) -> list[str]:
     """The permissions of a key `me` is making: those requested, or by default the creator's own.
 
-    Refuses (403) what the creator does not hold, and (as invalid input) writing operations for a
-    publishable key.
+    Refuses (403, a policy and not a schema matter) what the creator does not hold, and writing
+    operations for a publishable key.
     """
     policy = runtime.current().policy
     if requested is None:
@@ -33,8 +33,6 @@ def granted(me: Principal, requested: list[str] | None, key_type: str, field: tu
     why = policy.grantable(list(me.permissions), me.key_type, wanted, key_type)
     if why is None:
         return wanted
-    if why.startswith("publishable"):
-        raise ApiError("invalid_body", why, fields=[FieldError(field, why, "permission")])
     raise ApiError("forbidden", why[0].upper() + why[1:] + ".")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from ..auth import Principal, principal
-from ..errors import ApiError, FieldError
+from ..errors import ApiError
 from ..runtime import secret, session
 from ..store import queries
 from ..store.models import ApiKey
@@ -76,19 +76,15 @@ def _fields(me: Principal, body: dict) -> dict:
     acl = body.get("acl")
     requested = None
     if acl is not None:
-        requested = []
-        for i, entry in enumerate(acl):
-            organizations = entry["scope"].get("organizationId") or [me.organization_id]
-            if me.organization_id not in organizations:
-                where = ("acl", str(i), "scope", "organizationId")
-                raise ApiError("invalid_body", "An ACL entry may only be scoped to the key's own organization.",
-                               fields=[FieldError(where, "may only name the key's own organization")])
-            requested += entry["permissions"]
+        # An entry scoped to other organizations grants nothing here: a key lives in one organization.
+        requested = [permission for entry in acl
+                     if me.organization_id in (entry["scope"].get("organizationId") or [me.organization_id])
+                     for permission in entry["permissions"]]
     return {
         "description": body["description"],
         "type": body["type"],
         "acl": acl,
-        "permissions": granted(me, requested, body["type"], ("acl",)),
+        "permissions": granted(me, requested, body["type"]),
         "allowed_ips": body.get("allowedIps"),
         "api_user": body.get("apiUser"),
     }

@@ -87,7 +87,7 @@ def create_api_key(body: dict, token_info: dict):
         row, plaintext = queries.issue_key(
             s, secret(), organization_id=me.organization_id, user_id=me.user_id,
             description=body["description"], expires_at=expires_at,
-            permissions=granted(me, None, "secret", ("permissions",)),
+            permissions=granted(me, None, "secret"),
         )
         queries.record(s, action="key.created", target_type="api_key", target_id=row.id, **me.actor())
         return {**_key(row), "key": plaintext}, 201

@@ -51,7 +51,7 @@ def list_my_api_keys(token_info: dict):
 
 def create_my_api_key(body: dict, token_info: dict):
     me = principal(token_info)
-    permissions = granted(me, body.get("allowed_scopes"), "secret", ("allowed_scopes",))
+    permissions = granted(me, body.get("allowed_scopes"), "secret")
     with session() as s:
         row, plaintext = queries.issue_key(
             s, secret(), organization_id=me.organization_id, user_id=me.user_id, description=body["name"],
