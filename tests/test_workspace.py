@@ -88,3 +88,21 @@ def test_malformed_json_is_400_invalid_request(client, world):
 def test_workspace_only_accepts_bearer(client, world):
     for headers in (world.acme_admin.cloud, world.acme_admin.billing, {}):
         error_of(client.get(f"{API}/user/api-keys", headers=headers), 401, "authentication_error")
+
+
+def test_get_one_of_my_keys(client, world):
+    r = client.get(f"{API}/user/api-keys/{world.acme_member.key_id}", headers=world.acme_member.bearer)
+    assert r.status_code == 200 and r.json()["id"] == world.acme_member.key_id and "key" not in r.json()
+    for other in (world.acme_admin.key_id, world.globex_admin.key_id, "nope"):
+        error_of(client.get(f"{API}/user/api-keys/{other}", headers=world.acme_member.bearer), 404, "not_found")
+
+
+def test_self_revoke_only_when_the_key_allows_it(client, world):
+    error_of(client.delete(f"{API}/user/api-keys/self", headers=world.acme_member.bearer), 403, "permission_error")
+    assert client.get(f"{API}/user/api-keys", headers=world.acme_member.bearer).status_code == 200
+    made = client.post(f"{API}/user/api-keys", json={"name": "leaky", "allow_self_revoke": True},
+                       headers=world.acme_member.bearer).json()
+    leaked = {"Authorization": f"Bearer {made['key']}"}
+    assert client.delete(f"{API}/user/api-keys/self", headers=leaked).status_code == 204
+    assert client.get(f"{API}/user/api-keys", headers=leaked).status_code == 401
+    assert client.get(f"{API}/user/api-keys", headers=world.acme_member.bearer).status_code == 200
