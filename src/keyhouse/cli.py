@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import Settings
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API (Swagger UI at /api/v1/ui)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--forwarded-allow-ips", default=os.environ.get("KEYHOUSE_FORWARDED_ALLOW_IPS"),
+        help="addresses of the reverse proxies whose X-Forwarded-For names the client (comma-separated, or *); "
+             "by default no forwarded header is trusted and the client is the TCP peer "
+             "(env KEYHOUSE_FORWARDED_ALLOW_IPS)",
+    )
     return parser
 
 
@@ -61,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         import uvicorn
 
-        uvicorn.run("keyhouse.app:create_app", factory=True, host=args.host, port=args.port)
+        # Uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise; keyhouse trusts no proxy
+        # it was not told about, because allowedIps decisions rest on the client address.
+        trusted = args.forwarded_allow_ips
+        uvicorn.run("keyhouse.app:create_app", factory=True, host=args.host, port=args.port,
+                    proxy_headers=bool(trusted), forwarded_allow_ips=trusted or "")
         return 0
 
     settings = Settings.from_env()
