@@ -1,14 +1,25 @@
-"""Shared fixtures: an app on a fresh SQLite file, and a small world of two organizations."""
+"""Shared fixtures: an app on a fresh database, and a small world of two organizations.
+
+The suite runs on SQLite by default. With KEYHOUSE_TEST_POSTGRES_URL set (scripts/test sets it when a
+server answers, and CI requires one), every app gets a fresh PostgreSQL schema of its own instead.
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.store import queries
+from keyhouse.store.session import Store
+
+POSTGRES_URL = os.environ.get("KEYHOUSE_TEST_POSTGRES_URL")
+_schemas: list[str] = []
 
 SECRET = b"test-secret-not-for-production"
 
@@ -41,9 +52,38 @@ class World:
     globex_admin: Actor
 
 
+def database_url(tmp_path) -> str:
+    """A fresh, empty database: a SQLite file, or a PostgreSQL schema of its own."""
+    if not POSTGRES_URL:
+        return f"sqlite:///{tmp_path}/keyhouse.db"
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    _schemas.append(schema)
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+
+
+def migrated(url: str) -> str:
+    store = Store(url)
+    store.upgrade()
+    store.dispose()
+    return url
+
+
 def make_app(tmp_path, **overrides):
-    settings = Settings(database_url=f"sqlite:///{tmp_path}/keyhouse.db", secret=SECRET, **overrides)
+    settings = Settings(database_url=migrated(database_url(tmp_path)), secret=SECRET, **overrides)
     return create_app(settings)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _schemas:
+        engine = create_engine(POSTGRES_URL)
+        with engine.begin() as connection:
+            for schema in _schemas:
+                connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        engine.dispose()
 
 
 def add_actor(app, organization_id: str, email: str, role: str) -> Actor:

@@ -10,6 +10,8 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import database_url
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -19,7 +21,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def served(tmp_path):
-    env = {**os.environ, "KEYHOUSE_DATABASE_URL": f"sqlite:///{tmp_path}/k.db",
+    env = {**os.environ, "KEYHOUSE_DATABASE_URL": database_url(tmp_path),
            "KEYHOUSE_SECRET_FILE": str(tmp_path / "secret")}
     env.pop("KEYHOUSE_FORWARDED_ALLOW_IPS", None)
     boot = subprocess.run([sys.executable, "-m", "keyhouse.cli", "bootstrap", "--organization", "o",

@@ -64,7 +64,7 @@ def _handlers() -> dict[str, object]:
 def create_app(settings: Settings | None = None) -> AsyncApp:
     settings = settings or Settings.from_env()
     store = Store(settings.database_url)
-    store.create_schema()
+    store.require_current()  # schema changes go through `keyhouse db upgrade`, never through a start
     spec = spec_path()
     document = yaml.safe_load(spec.read_text())
     rt = Runtime(settings=settings, store=store, policy=Policy.from_spec(document), recorder=Recorder(store),

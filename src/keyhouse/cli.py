@@ -12,7 +12,7 @@ import sys
 
 from .config import Settings
 from .store import queries
-from .store.session import Store
+from .store.session import SchemaOutOfDate, Store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--organization", required=True, help="the organization's ID")
     create.add_argument("--email", required=True)
     create.add_argument("--role", required=True, choices=["admin", "member"])
+
+    db = commands.add_parser("db", help="manage the database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    db_commands.add_parser("upgrade", help="apply every schema migration not yet applied")
 
     serve = commands.add_parser("serve", help="serve the API (Swagger UI at /api/v1/ui)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -65,8 +69,25 @@ def _new_user(store: Store, settings: Settings, organization_id: str, email: str
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    settings = Settings.from_env()
+    store = Store(settings.database_url)
+    try:
+        return _run(args, settings, store)
+    except SchemaOutOfDate as e:
+        return _fail(str(e))
+    finally:
+        store.dispose()
+
+
+def _run(args, settings: Settings, store: Store) -> int:
+    if args.command == "db":
+        store.upgrade()
+        print(json.dumps({"revision": store.revision()}))
+        return 0
     if args.command == "serve":
         import uvicorn
+
+        store.require_current()
 
         # Uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise; keyhouse trusts no proxy
         # it was not told about, because allowedIps decisions rest on the client address.
@@ -75,28 +96,26 @@ def main(argv: list[str] | None = None) -> int:
                     proxy_headers=bool(trusted), forwarded_allow_ips=trusted or "")
         return 0
 
-    settings = Settings.from_env()
-    store = Store(settings.database_url)
-    store.create_schema()
-    try:
-        if args.command == "bootstrap":
-            with store.session() as s:
-                organization_id = queries.create_organization(s, args.organization).id
-            made = _new_user(store, settings, organization_id, args.email, "admin")
-            if made is None:
-                return _fail(f"a user with the email {args.email} already exists")
-            print(json.dumps({k: made[k] for k in ("organization_id", "user_id", "key")}))
-            return 0
+    if args.command == "bootstrap":
+        if store.is_empty():  # a new database gets the schema; an old one must be upgraded on purpose
+            store.upgrade()
+        store.require_current()
         with store.session() as s:
-            if queries.get_organization(s, args.organization) is None:
-                return _fail(f"no organization with the ID {args.organization}")
-        made = _new_user(store, settings, args.organization, args.email, args.role)
+            organization_id = queries.create_organization(s, args.organization).id
+        made = _new_user(store, settings, organization_id, args.email, "admin")
         if made is None:
             return _fail(f"a user with the email {args.email} already exists")
-        print(json.dumps(made))
+        print(json.dumps({k: made[k] for k in ("organization_id", "user_id", "key")}))
         return 0
-    finally:
-        store.dispose()
+    store.require_current()
+    with store.session() as s:
+        if queries.get_organization(s, args.organization) is None:
+            return _fail(f"no organization with the ID {args.organization}")
+    made = _new_user(store, settings, args.organization, args.email, args.role)
+    if made is None:
+        return _fail(f"a user with the email {args.email} already exists")
+    print(json.dumps(made))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,30 +1,70 @@
-"""The engine and sessions of one keyhouse process."""
+"""The engine, sessions and schema state of one keyhouse process."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Base
+# Bounded waits, so that an unreachable database answers 503 in seconds instead of hanging requests.
+CONNECT_TIMEOUT_SECONDS = 3
+POOL_TIMEOUT_SECONDS = 5
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database's schema is not the one this keyhouse expects."""
+
+
+def _alembic(connection=None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "keyhouse:migrations")
+    config.attributes["connection"] = connection
+    return config
 
 
 class Store:
     def __init__(self, database_url: str):
+        self.url = database_url
         self.engine: Engine = _engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-    def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One unit of work: committed when the block ends, rolled back if it raises."""
         with self._sessions.begin() as session:
             yield session
+
+    # ------------------------------------------------------------------ schema
+
+    def upgrade(self) -> None:
+        """Apply every migration not yet applied (`keyhouse db upgrade`)."""
+        with self.engine.begin() as connection:
+            command.upgrade(_alembic(connection), "head")
+
+    def revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    @staticmethod
+    def head() -> str:
+        return ScriptDirectory.from_config(_alembic()).get_current_head()
+
+    def is_empty(self) -> bool:
+        return not inspect(self.engine).get_table_names()
+
+    def require_current(self) -> None:
+        current, head = self.revision(), self.head()
+        if current != head:
+            state = "has no keyhouse schema" if current is None else f"is at schema revision {current}"
+            raise SchemaOutOfDate(f"The database {self.engine.url.render_as_string(hide_password=True)} {state}; "
+                                  f"this keyhouse needs revision {head}. Run `keyhouse db upgrade` first.")
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -44,4 +84,5 @@ def _engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_SECONDS,
+                         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
