@@ -1,14 +1,12 @@
 """Schemathesis drives the service from the same spec it serves: every operation, every check,
 positive and negative inputs, and a stateful run that follows the spec's links."""
 
-import ipaddress
 import os
 import tempfile
 from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
 
 from tests.conftest import add_actor, add_organization, make_app
 
@@ -17,17 +15,6 @@ APP = make_app(_DIR)
 ADMIN = add_actor(APP, add_organization(APP, "fuzz"), "fuzz@example.test", "admin")
 # CI runs a quick pass; KEYHOUSE_FUZZ_EXAMPLES=500 digs deeper on a workstation.
 EXAMPLES = int(os.environ.get("KEYHOUSE_FUZZ_EXAMPLES", "40"))
-
-# The spec's custom formats: teach the generator to make valid values for them too.
-schemathesis.openapi.format("ip-address", st.ip_addresses().map(str))
-schemathesis.openapi.format(
-    "ip-or-cidr",
-    st.one_of(
-        st.ip_addresses().map(str),
-        st.builds(lambda ip, bits: str(ipaddress.ip_network(f"{ip}/{bits}", strict=False)),
-                  st.ip_addresses(v=4), st.integers(0, 32)),
-    ),
-)
 
 schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", APP)
 # A negative example can be too big as well as wrong: refusing it with the documented 413 is a

@@ -17,6 +17,7 @@ and uses for `last_used_at`, in memory (keyhouse.recorder): nothing here writes 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -202,8 +203,19 @@ def ip_allowed(allowed_ips: list | None, ip: str | None) -> bool:
     try:
         address = ipaddress.ip_address(ip or "")
     except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(net, strict=False) for net in allowed_ips)
+        return False  # a peer that is no IP address (a Unix socket, a test client) matches no rule
+    return any(address in network for network in _networks(tuple(allowed_ips)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _networks(allowed_ips: tuple[str, ...]) -> list:
+    networks = []
+    for entry in allowed_ips:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            continue  # the spec's patterns admit a few forms ipaddress does not: such an entry matches nothing
+    return networks
 
 
 _MESSAGES = {

@@ -6,13 +6,12 @@ through ``validator_map``; the map keeps Connexion's ``MediaTypeDict`` because a
 turns JSON validation off. They also speak our error type, so that a failure names its fields in the
 family's envelope instead of a problem+json string.
 
-OpenAPI 3.0 schemas are not quite JSON Schema: ``nullable`` is translated here, and the custom
-formats the spec uses, ``ip-or-cidr`` and ``ip-address``, are checked with :mod:`ipaddress`.
+OpenAPI 3.0 schemas are not quite JSON Schema: ``nullable`` is translated here. The spec uses only
+standard formats (date-time, ipv4, ipv6), so that every consumer of it checks the same thing.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import typing as t
@@ -28,25 +27,6 @@ log = logging.getLogger("keyhouse.validation")
 
 _NOT_KEYWORDS = {"components", "example", "examples", "discriminator", "xml", "externalDocs",
                  "deprecated", "readOnly", "writeOnly", "nullable"}
-
-
-def is_ip_or_cidr(value: str) -> bool:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        return False
-    return True
-
-
-def is_ip_address(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-FORMATS = {"ip-or-cidr": is_ip_or_cidr, "ip-address": is_ip_address}
 
 
 def to_json_schema(schema: t.Any) -> t.Any:
@@ -81,7 +61,7 @@ def compiled(schema: dict, *, fill_defaults: bool = False) -> t.Callable:
     entry = _compiled.get((id(schema), fill_defaults))
     if entry is None or entry[0] is not schema:
         draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", **to_json_schema(schema)}
-        entry = (schema, fastjsonschema.compile(draft4, formats=FORMATS, use_default=fill_defaults))
+        entry = (schema, fastjsonschema.compile(draft4, use_default=fill_defaults))
         _compiled[(id(schema), fill_defaults)] = entry
     return entry[1]
 
