@@ -16,6 +16,8 @@ from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest
 from connexion.middleware import MiddlewarePosition
 from connexion.resolver import Resolver
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
 from .auth import extractors_by_operation
@@ -59,6 +61,16 @@ def _handlers() -> dict[str, object]:
                     raise RuntimeError(f"two handlers named {name}")
                 table[name] = fn
     return table
+
+
+RETRY_AFTER_SECONDS = 5
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    """A lost or refused connection, or a pool with none to give, as opposed to a bug in a query."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def create_app(settings: Settings | None = None) -> AsyncApp:
@@ -109,6 +121,10 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
         return dress(request, from_problem(problem))
 
     def on_unexpected(request: ConnexionRequest, exc: Exception):
+        if _database_unreachable(exc):
+            log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+            return dress(request, ApiError("unavailable", "The database is unreachable; try again shortly.",
+                                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return dress(request, ApiError("internal", "An unexpected error occurred."))
 
