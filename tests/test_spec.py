@@ -34,7 +34,7 @@ def test_every_operation_has_exactly_one_handler_and_every_handler_an_operation(
 def test_every_operation_documents_auth_and_server_errors():
     for path, method, op in OPERATIONS:
         # 400: strict validation refuses unknown query parameters on every operation.
-        assert {"400", "401", "500", "503"} <= set(op["responses"]), (path, method)
+        assert {"400", "401", "429", "500", "503"} <= set(op["responses"]), (path, method)
         if "requestBody" in op:
             assert {"413", "415"} <= set(op["responses"]), (path, method)
 

@@ -25,6 +25,7 @@ from .config import Settings
 from .errors import ApiError, allowed_methods, from_problem, render
 from .middleware import RequestContext
 from .permissions import Policy
+from .ratelimit import RateLimiter
 from .recorder import Recorder
 from .runtime import Runtime
 from .store.session import Store
@@ -79,8 +80,9 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     store.require_current()  # schema changes go through `keyhouse db upgrade`, never through a start
     spec = spec_path()
     document = yaml.safe_load(spec.read_text())
+    limiter = RateLimiter(settings.rate_limit, settings.organization_rate_limit, settings.redis_url)
     rt = Runtime(settings=settings, store=store, policy=Policy.from_spec(document), recorder=Recorder(store),
-                 extractors=extractors_by_operation(document))
+                 limiter=limiter, extractors=extractors_by_operation(document))
 
     @asynccontextmanager
     async def lifespan(_app):

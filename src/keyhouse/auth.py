@@ -8,7 +8,8 @@ request presents must be valid; the principal is the first of them in the spec's
 
 - expired, revoked and rerolled-past-grace keys are refused (401);
 - a key restricted to `allowedIps` is refused from any other client address (403);
-- a key may call only the operations its permissions name (403); see keyhouse.permissions.
+- a key may call only the operations its permissions name (403); see keyhouse.permissions;
+- a key, and its organization, may make only so many requests (429); see keyhouse.ratelimit.
 
 Which headers carry which scheme is read from the spec's `securitySchemes`, not restated here. Keys
 with a bad checksum are refused before any database work. Failures are recorded for the audit trail,
@@ -163,6 +164,10 @@ async def _resolve(scope, headers):
         rt.recorder.auth_failed(organization_id=first.organization_id, actor_key_id=first.key_id, ip=ip,
                                 detail="operation not permitted", target_id=operation_id)
         raise ApiError("forbidden", f"This key is not permitted to call {operation_id}.")
+    exceeded = await rt.limiter.hit(first.organization_id, first.key_pk)
+    if exceeded is not None:
+        raise ApiError("rate_limited", f"Rate limit of {exceeded.limit} requests exceeded; retry in "
+                       f"{exceeded.retry_after} s.", headers=exceeded.headers())
     for p in principals:
         rt.recorder.used(p.key_pk, utcnow())
     return {"sub": first.user_id, "principal": first}

@@ -18,6 +18,9 @@ class Settings:
     # database lets an attacker test guesses offline, so it never lives in the database.
     secret: bytes
     max_body_bytes: int = 64 * 1024
+    rate_limit: str = "100/second"  # per key (the `limits` notation: "100/second", "5000/hour", ...)
+    organization_rate_limit: str = "1000/second"
+    redis_url: str | None = None  # shares rate limits between workers; in memory without it
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -25,6 +28,9 @@ class Settings:
             database_url=os.environ.get("KEYHOUSE_DATABASE_URL", DEFAULT_DATABASE_URL),
             secret=_load_secret(),
             max_body_bytes=int(os.environ.get("KEYHOUSE_MAX_BODY_BYTES", 64 * 1024)),
+            rate_limit=os.environ.get("KEYHOUSE_RATE_LIMIT", "100/second"),
+            organization_rate_limit=os.environ.get("KEYHOUSE_ORGANIZATION_RATE_LIMIT", "1000/second"),
+            redis_url=os.environ.get("KEYHOUSE_REDIS_URL") or None,
         )
 
 

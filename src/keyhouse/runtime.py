@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from .config import Settings
 from .permissions import Policy
+from .ratelimit import RateLimiter
 from .recorder import Recorder
 from .store.session import Store
 
@@ -26,6 +27,7 @@ class Runtime:
     store: Store
     policy: Policy
     recorder: Recorder
+    limiter: RateLimiter
     extractors: dict = field(default_factory=dict)  # operationId -> credential readers (keyhouse.auth)
 
 

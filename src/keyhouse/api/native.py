@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from .. import keys, runtime
-from ..auth import Principal, ip_allowed, issue_token, principal, verdict
+from .. import runtime
+from ..auth import Principal, ip_allowed, issue_token, lookup, principal, verdict
 from ..errors import ApiError
 from ..runtime import secret, session
 from ..store import queries
@@ -14,16 +14,15 @@ from ..store.models import AuditEvent, utcnow
 from . import iso_z, only_admins
 
 
-def verify_key(body: dict, token_info: dict):
-    """The hot path: a checksum, one indexed lookup, no database write (last use is recorded in memory)."""
+async def verify_key(body: dict, token_info: dict):
+    """The hot path: a checksum, one indexed lookup, no database write (last use is recorded in memory).
+
+    A verification counts against the verified key's rate limit: it is a use of that key."""
     me = principal(token_info)
     rt = runtime.current()
-    presented = body["key"]
-    if not keys.is_well_formed(presented):
+    credential, digest = await lookup(rt, body["key"])
+    if digest is None:
         return {"valid": False, "code": "NOT_FOUND"}
-    digest = keys.hash_key(rt.settings.secret, presented)
-    with session() as s:
-        credential = queries.credential_by_hash(s, digest)
     # Keys of other organizations do not exist for this caller: no oracle across tenants.
     if credential is None or credential.organization_id != me.organization_id:
         return {"valid": False, "code": "NOT_FOUND"}
@@ -35,6 +34,8 @@ def verify_key(body: dict, token_info: dict):
     if code == "VALID" and not all(rt.policy.allows(credential.permissions, credential.type, p)
                                    for p in body.get("permissions", [])):
         code = "INSUFFICIENT_PERMISSIONS"
+    if code == "VALID" and await rt.limiter.hit(credential.organization_id, credential.key_pk) is not None:
+        code = "RATE_LIMITED"
     if code != "VALID":
         return {"valid": False, "code": code, **known}
     rt.recorder.used(credential.key_pk, utcnow())

@@ -1,0 +1,52 @@
+"""Rate limits per key and per organization, with the `limits` library.
+
+In memory by default (one process); shared by every worker through Redis when KEYHOUSE_REDIS_URL is
+set. A sliding-window counter: two numbers per key and window, whatever the traffic. If Redis cannot be
+reached the request is let through and the failure logged: losing the limiter must not take
+authentication down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from limits import RateLimitItem, parse
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
+
+log = logging.getLogger("keyhouse.ratelimit")
+
+
+@dataclass(frozen=True)
+class Exceeded:
+    limit: int
+    retry_after: int
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after), "X-RateLimit-Limit": str(self.limit),
+                "X-RateLimit-Remaining": "0"}
+
+
+class RateLimiter:
+    def __init__(self, per_key: str, per_organization: str, redis_url: str | None):
+        storage = storage_from_string(f"async+{redis_url}" if redis_url else "async+memory://")
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
+        self.per_key: RateLimitItem = parse(per_key)
+        self.per_organization: RateLimitItem = parse(per_organization)
+
+    async def hit(self, organization_id: str, key_pk: int) -> Exceeded | None:
+        """Count one request; what was exceeded, if anything (the key's limit is checked first)."""
+        # Identities carry the organization id (a UUID), so deployments sharing a Redis never collide.
+        for item, identity in ((self.per_key, f"key:{organization_id}:{key_pk}"),
+                               (self.per_organization, f"org:{organization_id}")):
+            try:
+                if not await self._limiter.hit(item, identity):
+                    stats = await self._limiter.get_window_stats(item, identity)
+                    return Exceeded(item.amount, max(1, math.ceil(stats.reset_time - time.time())))
+            except Exception:  # noqa: BLE001 - any storage failure: fail open, loudly
+                log.exception("rate limit storage unavailable; letting the request through")
+                return None
+        return None
