@@ -262,7 +262,7 @@ async def _from_key(rt: runtime.Runtime, presented: str, ip: str | None) -> Prin
 
 
 def _by_hash(rt: runtime.Runtime, digest: str):
-    with rt.store.session() as s:
+    with rt.store.reading() as s:
         return queries.credential_by_hash(s, digest)
 
 
@@ -299,5 +299,5 @@ async def _from_jwt(rt: runtime.Runtime, token: str, ip: str | None) -> Principa
 
 
 def _by_id(rt: runtime.Runtime, organization_id: str, key_id: str):
-    with rt.store.session() as s:
+    with rt.store.reading() as s:
         return queries.credential_by_id(s, organization_id, key_id)

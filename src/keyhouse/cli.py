@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API (Swagger UI at /api/v1/ui)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("KEYHOUSE_WORKERS", 1)),
+                       help="worker processes sharing the database (env KEYHOUSE_WORKERS); rate limits are "
+                            "shared between them only through Redis (KEYHOUSE_REDIS_URL)")
     serve.add_argument(
         "--forwarded-allow-ips", default=os.environ.get("KEYHOUSE_FORWARDED_ALLOW_IPS"),
         help="addresses of the reverse proxies whose X-Forwarded-For names the client (comma-separated, or *); "
@@ -92,7 +95,7 @@ def _run(args, settings: Settings, store: Store) -> int:
         # Uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise; keyhouse trusts no proxy
         # it was not told about, because allowedIps decisions rest on the client address.
         trusted = args.forwarded_allow_ips
-        uvicorn.run("keyhouse.app:create_app", factory=True, host=args.host, port=args.port,
+        uvicorn.run("keyhouse.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                     proxy_headers=bool(trusted), forwarded_allow_ips=trusted or "")
         return 0
 

@@ -123,12 +123,19 @@ def put_api_key_resource(id_: str, body: dict, token_info: dict):
     fields = _fields(me, body)
     with session() as s:
         row = queries.get_key(s, me.organization_id, id_, include_revoked=True, for_update=True)
+        plaintext = None
         if row is None:
-            row, plaintext = queries.issue_key(s, secret(), id=id_, organization_id=me.organization_id,
-                                               user_id=me.user_id, **fields)
+            # Two PUTs of a new id can race; the unique (organization, id) index lets one insert win,
+            # and the other becomes an update of what it made: one object, either way.
+            made = queries.try_issue_key(s, secret(), id=id_, organization_id=me.organization_id,
+                                         user_id=me.user_id, **fields)
+            if made is None:
+                row = queries.get_key(s, me.organization_id, id_, include_revoked=True, for_update=True)
+            else:
+                row, plaintext = made
         elif row.revoked_at is not None:
             plaintext = queries.reissue_key(s, secret(), row, user_id=me.user_id, **fields)
-        else:
+        if plaintext is None:
             if not me.is_admin and row.user_id != me.user_id:
                 raise ApiError("forbidden", "This API key belongs to another user.")
             queries.update_key(s, row, **fields)

@@ -103,6 +103,15 @@ def issue_key(session: Session, secret: bytes, *, organization_id: str, user_id:
     return row, new.plaintext
 
 
+def try_issue_key(session: Session, secret: bytes, **fields) -> tuple[ApiKey, str] | None:
+    """issue_key, or None when the key's unique (organization, id) is already taken (a lost race)."""
+    try:
+        with session.begin_nested():
+            return issue_key(session, secret, **fields)
+    except IntegrityError:
+        return None
+
+
 def reissue_key(session: Session, secret: bytes, row: ApiKey, **fields) -> str:
     """Give a revoked key's id to a new key: new secret, new fields, the old secret dead for good."""
     new = keys.new(secret)

@@ -33,12 +33,22 @@ class Store:
     def __init__(self, database_url: str):
         self.url = database_url
         self.engine: Engine = _engine(database_url)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = sessionmaker(self.engine.execution_options(keyhouse_writes=True), expire_on_commit=False)
+        self._reads = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One unit of work: committed when the block ends, rolled back if it raises."""
+        """One unit of work: committed when the block ends, rolled back if it raises.
+
+        On SQLite it takes the write lock when it begins (BEGIN IMMEDIATE): a transaction that reads
+        and then writes would otherwise fail when another writer commits in between."""
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only unit of work for the hot paths (authentication, verify): never waits for writers."""
+        with self._reads.begin() as session:
             yield session
 
     # ------------------------------------------------------------------ schema
@@ -77,11 +87,17 @@ def _engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record):
+            connection.isolation_level = None  # keyhouse emits BEGIN itself (below)
             cursor = connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             if ":memory:" not in url:
                 cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection):
+            writes = connection.get_execution_options().get("keyhouse_writes")
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_SECONDS,
