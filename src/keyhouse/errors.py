@@ -163,7 +163,6 @@ _PROBLEM_KIND = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
-_EXTRA_PARAMS = re.compile(r"Extra (\w+) parameter\(s\) (.*) not in spec")
 
 
 def from_problem(problem: ProblemException) -> ApiError:
@@ -174,15 +173,6 @@ def from_problem(problem: ProblemException) -> ApiError:
     if kind is None:
         log.error("unexpected problem from the framework: %r", problem)
         return ApiError("internal", "An unexpected error occurred.")
-    extra = _EXTRA_PARAMS.match(detail)
-    if extra:  # strict validation: a query parameter the operation does not declare
-        names = extra.group(2).split(",")
-        return ApiError(
-            "invalid_parameter",
-            detail,
-            fields=[FieldError((n,), "is not a parameter of this operation", "extra") for n in names],
-            location=extra.group(1),
-        )
     if status == 401:
         detail = "The supplied authentication is invalid."
     return ApiError(kind, detail)

@@ -19,6 +19,11 @@ def iso_offset(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
+def paging_headers(total: int, limit: int, offset: int) -> dict[str, str]:
+    """The `Pagination-*` headers the spec declares for paged lists; the total counts the collection."""
+    return {"Pagination-Total": str(total), "Pagination-Limit": str(limit), "Pagination-Offset": str(offset)}
+
+
 def granted(me: Principal, requested: list[str] | None, key_type: str) -> list[str]:
     """The permissions of a key `me` is making: those requested, or by default the creator's own.
 

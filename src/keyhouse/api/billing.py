@@ -12,7 +12,7 @@ from ..errors import ApiError
 from ..runtime import secret, session
 from ..store import queries
 from ..store.models import ApiKey
-from . import granted, iso_z
+from . import granted, iso_z, paging_headers
 
 # Billing field name -> column, for the fields the spec lets clients sort and filter on.
 COLUMNS = {
@@ -67,8 +67,7 @@ def get_api_key_collection(token_info: dict, limit: int, offset: int, sort: list
             match=_filter(filter_), order=order, limit=limit, offset=offset,
         )
         page = [_key(row) for row in rows]
-    headers = {"Pagination-Total": str(total), "Pagination-Limit": str(limit), "Pagination-Offset": str(offset)}
-    return page, 200, headers
+    return page, 200, paging_headers(total, limit, offset)
 
 
 def _fields(me: Principal, body: dict) -> dict:

@@ -11,7 +11,7 @@ from ..errors import ApiError
 from ..runtime import secret, session
 from ..store import queries
 from ..store.models import AuditEvent, utcnow
-from . import iso_z, only_admins
+from . import iso_z, only_admins, paging_headers
 
 
 async def verify_key(body: dict, token_info: dict):
@@ -79,4 +79,4 @@ def list_audit_events(token_info: dict, limit: int, offset: int):
     with session() as s:
         total, rows = queries.page_events(s, me.organization_id, limit, offset)
         page = [_event(row) for row in rows]
-    return page, 200, {"Pagination-Total": str(total), "Pagination-Limit": str(limit), "Pagination-Offset": str(offset)}
+    return page, 200, paging_headers(total, limit, offset)
