@@ -78,12 +78,18 @@ def make_app(tmp_path, **overrides):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _schemas:
-        engine = create_engine(POSTGRES_URL)
-        with engine.begin() as connection:
-            for schema in _schemas:
+    """Drop the test schemas, each in a transaction of its own (one transaction for hundreds of schemas
+    runs out of PostgreSQL's lock table). Cleaning up never fails the run; a leftover schema is harmless."""
+    if not _schemas:
+        return
+    engine = create_engine(POSTGRES_URL)
+    for schema in _schemas:
+        try:
+            with engine.begin() as connection:
                 connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        engine.dispose()
+        except Exception as e:  # noqa: BLE001
+            print(f"could not drop test schema {schema}: {e}")
+    engine.dispose()
 
 
 def add_actor(app, organization_id: str, email: str, role: str) -> Actor:
