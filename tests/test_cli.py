@@ -85,3 +85,22 @@ def test_the_app_refuses_an_out_of_date_schema(tmp_path, db):
 
     with pytest.raises(SchemaOutOfDate, match="keyhouse db upgrade"):
         create_app(Settings(database_url=db, secret=b"s"))
+
+
+def test_keys_load_bulk_inserts_counted_unusable_keys(tmp_path, db):
+    code, boot = keyhouse(tmp_path, db, "bootstrap", "--organization", "acme", "--email", "root@acme.test")
+    code, out = keyhouse(tmp_path, db, "keys", "load", "--organization", boot["organization_id"], "--user",
+                         boot["user_id"], "--count", "2500", "--batch", "1000")
+    assert code == 0 and out["loaded"] == 2500
+    secret = (tmp_path / "secret").read_bytes().strip()
+    app = create_app(Settings(database_url=db, secret=secret))
+    with app.test_client() as client:
+        r = client.get("/api/v1/api-keys?limit=3&sort=description", headers={"REB-APIKEY": boot["key"]})
+        assert r.headers["Pagination-Total"] == "2501"
+        assert [k["description"] for k in r.json()] == ["first key of root@acme.test", "synthetic 0000000",
+                                                         "synthetic 0000001"]
+        filtered = client.get("/api/v1/api-keys?filter=type:publishable&limit=0", headers={"REB-APIKEY": boot["key"]})
+        assert filtered.headers["Pagination-Total"] == "250"
+    code, out = keyhouse(tmp_path, db, "keys", "load", "--organization", boot["organization_id"], "--user", "nobody",
+                         "--count", "1")
+    assert code == 1 and "no user" in out["error"]

@@ -9,6 +9,8 @@ import argparse
 import json
 import os
 import sys
+import time
+from datetime import timedelta
 
 from .config import Settings
 from .store import queries
@@ -34,6 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--organization", required=True, help="the organization's ID")
     create.add_argument("--email", required=True)
     create.add_argument("--role", required=True, choices=["admin", "member"])
+
+    keys_parser = commands.add_parser("keys", help="bulk operations on keys")
+    keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    load = keys_commands.add_parser("load", help="load N synthetic keys fast, for benchmarks (their secrets are "
+                                                 "made and dropped: none of them can be used)")
+    load.add_argument("--organization", required=True, help="the organization's ID")
+    load.add_argument("--user", required=True, help="the owner's user ID")
+    load.add_argument("--count", required=True, type=int)
+    load.add_argument("--batch", type=int, default=10_000)
 
     db = commands.add_parser("db", help="manage the database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
@@ -70,6 +81,34 @@ def _new_user(store: Store, settings: Settings, organization_id: str, email: str
         return {"organization_id": organization_id, "user_id": user.id, "role": role, "key": plaintext}
 
 
+def _load_keys(store: Store, settings: Settings, args) -> int:
+    from tqdm import tqdm
+
+    from . import keys
+    from .store.models import new_id, utcnow
+
+    with store.session() as s:
+        user = queries.get_user(s, args.organization, args.user)
+    if user is None:
+        return _fail(f"no user {args.user} in organization {args.organization}")
+    started, now = time.monotonic(), utcnow()
+    with tqdm(total=args.count, unit="key", file=sys.stderr, disable=None) as progress:
+        for first in range(0, args.count, args.batch):
+            rows = []
+            for i in range(first, min(first + args.batch, args.count)):
+                new = keys.new(settings.secret)
+                moment = now - timedelta(seconds=i)  # spread in time, so that time sorts mean something
+                rows.append({"id": new_id(), "user_id": user.id, "description": f"synthetic {i:07d}",
+                             "type": "publishable" if i % 10 == 0 else "secret", "api_user": f"user{i % 100}",
+                             "permissions": ["*"], "key_hash": new.hash, "key_hint": new.hint,
+                             "created_at": moment, "updated_at": moment})
+            with store.session() as s:
+                queries.insert_keys(s, args.organization, rows)
+            progress.update(len(rows))
+    print(json.dumps({"loaded": args.count, "seconds": round(time.monotonic() - started, 1)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
@@ -87,6 +126,9 @@ def _run(args, settings: Settings, store: Store) -> int:
         store.upgrade()
         print(json.dumps({"revision": store.revision()}))
         return 0
+    if args.command == "keys":
+        store.require_current()
+        return _load_keys(store, settings, args)
     if args.command == "serve":
         import uvicorn
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -100,7 +100,19 @@ def issue_key(session: Session, secret: bytes, *, organization_id: str, user_id:
                  created_at=now, updated_at=now, **fields)
     session.add(row)
     session.flush()
+    _count_live(session, organization_id, +1)
     return row, new.plaintext
+
+
+def _count_live(session: Session, organization_id: str, delta: int) -> None:
+    session.execute(update(Organization).where(Organization.id == organization_id)
+                    .values(live_keys=Organization.live_keys + delta))
+
+
+def insert_keys(session: Session, organization_id: str, rows: Sequence[dict]) -> None:
+    """Bulk insert (one multi-row statement per batch) for loading synthetic keys; counted as live."""
+    session.execute(insert(ApiKey), [{**row, "organization_id": organization_id} for row in rows])
+    _count_live(session, organization_id, len(rows))
 
 
 def try_issue_key(session: Session, secret: bytes, **fields) -> tuple[ApiKey, str] | None:
@@ -122,6 +134,7 @@ def reissue_key(session: Session, secret: bytes, row: ApiKey, **fields) -> str:
     row.previous_key_hash = row.previous_valid_until = row.revoked_at = row.last_used_at = None
     row.created_at = row.updated_at = now
     session.flush()
+    _count_live(session, row.organization_id, +1)
     return new.plaintext
 
 
@@ -188,10 +201,16 @@ def page_keys(session: Session, organization_id: str, *, owner_id: str | None,
         conditions.append(ApiKey.user_id == owner_id)
     for column, values in match:
         conditions.append(func.lower(getattr(ApiKey, column)).in_([v.lower() for v in values]))
-    total = session.scalar(select(func.count()).select_from(ApiKey).where(*conditions))
+    if owner_id is None and not match:
+        total = session.scalar(select(Organization.live_keys).where(Organization.id == organization_id))
+    else:
+        total = session.scalar(select(func.count()).select_from(ApiKey).where(*conditions))
     ordering = [getattr(ApiKey, c).desc() if desc else getattr(ApiKey, c).asc() for c, desc in order]
+    # The tie-breaker runs in the direction of the last sort field, so that a single-field sort either
+    # way is one walk of its index (forwards or backwards), not a sort of every matching row.
+    tie = ApiKey.pk.desc() if order and order[-1][1] else ApiKey.pk.asc()
     rows = session.scalars(
-        select(ApiKey).where(*conditions).order_by(*ordering, ApiKey.pk.asc()).limit(limit).offset(offset)
+        select(ApiKey).where(*conditions).order_by(*ordering, tie).limit(limit).offset(offset)
     ).all() if limit else []
     return total or 0, rows
 
@@ -202,6 +221,7 @@ def revoke_keys(session: Session, rows: Iterable[ApiKey]) -> None:
         if row.revoked_at is None:
             row.revoked_at = row.updated_at = now
             row.previous_key_hash = row.previous_valid_until = None
+            _count_live(session, row.organization_id, -1)
     session.flush()
 
 
