@@ -37,8 +37,8 @@ def test_the_live_key_counter_follows_creates_revokes_and_reissues(app, world):
     with store.session() as s:
         rows = [queries.issue_key(s, SECRET, organization_id=org, user_id=user, description=f"k{i}")[0]
                 for i in range(30)]
-        queries.revoke_keys(s, rng.sample(rows, 12))
-        queries.revoke_keys(s, rows[:5])  # revoking twice counts once
+        queries.revoke_keys(s, rng.sample(rows, 12), actor={})
+        queries.revoke_keys(s, rows[:5], actor={})  # revoking twice counts once
         for row in [r for r in rows if r.revoked_at is not None][:3]:
             queries.reissue_key(s, SECRET, row)
     with store.session() as s:

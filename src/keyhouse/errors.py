@@ -18,7 +18,7 @@ from http import HTTPStatus
 from typing import Sequence
 
 from connexion.exceptions import ProblemException
-from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.lifecycle import ConnexionResponse
 
 log = logging.getLogger("keyhouse.errors")
 

@@ -148,6 +148,5 @@ def delete_api_key_resource(id_: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
         row = _visible(s, me, id_)
-        queries.revoke_keys(s, [row])
-        _audit(s, me, "key.revoked", row)
+        queries.revoke_keys(s, [row], actor=me.actor())
     return None, 204

@@ -52,13 +52,6 @@ def _owner(s, me: Principal, user_id: str):
     return user
 
 
-def _revoke(s, me: Principal, rows: Iterable[ApiKey]) -> None:
-    rows = list(rows)
-    queries.revoke_keys(s, rows)
-    for row in rows:
-        queries.record(s, action="key.revoked", target_type="api_key", target_id=row.id, **me.actor())
-
-
 def _live_keys(s, me: Principal, user_id: str, key_ids: list[str], field: str) -> list[ApiKey]:
     """All the listed keys of the user, or 404 naming the ones that are not there (nothing changes)."""
     found = queries.live_keys_by_id(s, me.organization_id, key_ids, user_id=user_id)
@@ -96,7 +89,7 @@ def create_api_key(body: dict, token_info: dict):
 def delete_api_keys(body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        _revoke(s, me, _live_keys(s, me, me.user_id, body["keys"], "keys"))
+        queries.revoke_keys(s, _live_keys(s, me, me.user_id, body["keys"], "keys"), actor=me.actor())
     return {}, 200
 
 
@@ -109,7 +102,7 @@ def get_api_key(api_key_id: str, token_info: dict):
 def delete_api_key(api_key_id: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        _revoke(s, me, _live_keys(s, me, me.user_id, [api_key_id], "api_key_id"))
+        queries.revoke_keys(s, _live_keys(s, me, me.user_id, [api_key_id], "api_key_id"), actor=me.actor())
     return {}, 200
 
 
@@ -132,7 +125,7 @@ def delete_users_api_keys(body: dict, token_info: dict):
                 raise ApiError("not_found", "The user can't be found.", code="api_keys.user_not_found",
                                fields=[FieldError(("user_api_keys", str(i), "user_id"), "can't be found")])
             doomed += _live_keys(s, me, entry["user_id"], entry["api_key_ids"], f"user_api_keys.{i}.api_key_ids")
-        _revoke(s, me, doomed)
+        queries.revoke_keys(s, doomed, actor=me.actor())
     return {}, 200
 
 
@@ -150,7 +143,7 @@ def delete_user_api_keys(user_id: str, body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
         user = _owner(s, me, user_id)
-        _revoke(s, me, _live_keys(s, me, user.id, body["keys"], "keys"))
+        queries.revoke_keys(s, _live_keys(s, me, user.id, body["keys"], "keys"), actor=me.actor())
     return {}, 200
 
 
@@ -165,7 +158,7 @@ def delete_user_api_key(user_id: str, api_key_id: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
         user = _owner(s, me, user_id)
-        _revoke(s, me, _live_keys(s, me, user.id, [api_key_id], "api_key_id"))
+        queries.revoke_keys(s, _live_keys(s, me, user.id, [api_key_id], "api_key_id"), actor=me.actor())
     return {}, 200
 
 

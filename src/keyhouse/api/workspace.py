@@ -38,11 +38,6 @@ def _mine(s, me: Principal, key_id: str) -> ApiKey:
     return row
 
 
-def _revoke(s, me: Principal, row: ApiKey) -> None:
-    queries.revoke_keys(s, [row])
-    queries.record(s, action="key.revoked", target_type="api_key", target_id=row.id, **me.actor())
-
-
 def list_my_api_keys(token_info: dict):
     me = principal(token_info)
     with session() as s:
@@ -71,7 +66,7 @@ def get_my_api_key(id_: str, token_info: dict):
 def revoke_my_api_key(id_: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        _revoke(s, me, _mine(s, me, id_))
+        queries.revoke_keys(s, [_mine(s, me, id_)], actor=me.actor())
     return None, 204
 
 
@@ -81,5 +76,5 @@ def revoke_current_api_key(token_info: dict):
         row = _mine(s, me, me.key_id)
         if not row.allow_self_revoke:
             raise ApiError("forbidden", "This key does not allow self-revocation.")
-        _revoke(s, me, row)
+        queries.revoke_keys(s, [row], actor=me.actor())
     return None, 204

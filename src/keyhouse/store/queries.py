@@ -215,13 +215,17 @@ def page_keys(session: Session, organization_id: str, *, owner_id: str | None,
     return total or 0, rows
 
 
-def revoke_keys(session: Session, rows: Iterable[ApiKey]) -> None:
+def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: dict) -> None:
+    """Revoke the live ones among `rows`, each recorded in the audit trail as done by `actor`
+    (Principal.actor()), in the same transaction: no revocation can miss the trail."""
     now = utcnow()
     for row in rows:
         if row.revoked_at is None:
             row.revoked_at = row.updated_at = now
             row.previous_key_hash = row.previous_valid_until = None
             _count_live(session, row.organization_id, -1)
+            record(session, **{**actor, "organization_id": row.organization_id}, action="key.revoked",
+                   target_type="api_key", target_id=row.id)
     session.flush()
 
 
