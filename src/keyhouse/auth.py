@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 import jwt
-from anyio import to_thread
 from connexion.security import NO_VALUE
 
 from . import keys, runtime
@@ -235,7 +234,7 @@ async def lookup(rt: runtime.Runtime, presented: str) -> tuple[queries.Credentia
     if not keys.is_well_formed(presented):
         return None, None
     digest = keys.hash_key(rt.settings.secret, presented)
-    return await to_thread.run_sync(_by_hash, rt, digest), digest
+    return await rt.store.read(queries.credential_by_hash, digest), digest
 
 
 async def _from_key(rt: runtime.Runtime, presented: str, ip: str | None) -> Principal:
@@ -249,11 +248,6 @@ async def _from_key(rt: runtime.Runtime, presented: str, ip: str | None) -> Prin
                       organization_id=credential.organization_id if known else None,
                       key_id=credential.key_id if known else None)
     return _principal(credential, ip)
-
-
-def _by_hash(rt: runtime.Runtime, digest: str):
-    with rt.store.reading() as s:
-        return queries.credential_by_hash(s, digest)
 
 
 # ------------------------------------------------------------------ tokens
@@ -279,15 +273,10 @@ async def _from_jwt(rt: runtime.Runtime, token: str, ip: str | None) -> Principa
     except jwt.PyJWTError:
         raise Refused("bad token", "The supplied token is invalid.") from None
     # A token dies with its key: the key is looked up again, and its permissions bound the token's.
-    credential = await to_thread.run_sync(_by_id, rt, str(claims["org"]), str(claims["kid"]))
+    credential = await rt.store.read(queries.credential_by_id, str(claims["org"]), str(claims["kid"]))
     state = verdict(credential, None, utcnow())
     if state != "VALID":
         raise Refused("token of a " + state.lower().replace("_", " ") + " key", _MESSAGES[state],
                       organization_id=claims["org"], key_id=claims["kid"])
     perms = claims["perms"] if isinstance(claims["perms"], list) else []
     return _principal(credential, ip, permissions=[str(p) for p in perms])
-
-
-def _by_id(rt: runtime.Runtime, organization_id: str, key_id: str):
-    with rt.store.reading() as s:
-        return queries.credential_by_id(s, organization_id, key_id)

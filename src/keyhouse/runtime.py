@@ -48,7 +48,15 @@ def unbind(token) -> None:
 
 @contextmanager
 def session() -> Iterator[Session]:
+    """A unit of work that writes (on SQLite it holds the write lock from its first statement)."""
     with current().store.session() as s:
+        yield s
+
+
+@contextmanager
+def reading() -> Iterator[Session]:
+    """A unit of work that only reads: it never waits for, nor blocks, a writer."""
+    with current().store.reading() as s:
         yield s
 
 

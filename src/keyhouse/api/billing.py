@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from .. import runtime
 from ..auth import Principal, principal
 from ..errors import ApiError
-from ..runtime import secret, session
+from ..runtime import reading, secret, session
 from ..store import queries
 from ..store.models import ApiKey
 from . import granted, iso_z, paging_headers
@@ -57,17 +58,15 @@ def _filter(expression: str | None) -> list[tuple[str, list[str]]]:
     return conditions
 
 
-def get_api_key_collection(token_info: dict, limit: int, offset: int, sort: list[str] | None = None,
-                           filter_: str | None = None):
+async def get_api_key_collection(token_info: dict, limit: int, offset: int, sort: list[str] | None = None,
+                                 filter_: str | None = None):
     me = principal(token_info)
     order = [(COLUMNS[field.lstrip("-")], field.startswith("-")) for field in (sort or DEFAULT_SORT)]
-    with session() as s:
-        total, rows = queries.page_keys(
-            s, me.organization_id, owner_id=None if me.is_admin else me.user_id,
-            match=_filter(filter_), order=order, limit=limit, offset=offset,
-        )
-        page = [_key(row) for row in rows]
-    return page, 200, paging_headers(total, limit, offset)
+    total, rows = await runtime.current().store.read(
+        queries.page_keys, me.organization_id, owner_id=None if me.is_admin else me.user_id,
+        match=_filter(filter_), order=order, limit=limit, offset=offset,
+    )
+    return [_key(row) for row in rows], 200, paging_headers(total, limit, offset)
 
 
 def _fields(me: Principal, body: dict) -> dict:
@@ -112,7 +111,7 @@ def post_api_key(body: dict, token_info: dict):
 
 def get_api_key_resource(id_: str, token_info: dict):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         return _key(_visible(s, me, id_))
 
 

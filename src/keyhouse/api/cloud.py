@@ -12,7 +12,7 @@ from typing import Iterable
 
 from ..auth import Principal, principal
 from ..errors import ApiError, FieldError
-from ..runtime import secret, session
+from ..runtime import reading, secret, session
 from ..store import queries
 from ..store.models import ApiKey, Ruleset, new_id, utcnow
 from . import granted, iso_offset, only_admins
@@ -65,7 +65,7 @@ def _live_keys(s, me: Principal, user_id: str, key_ids: list[str], field: str) -
 
 def get_api_keys(token_info: dict):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         return {"keys": [_key(row) for row in queries.keys_of_user(s, me.organization_id, me.user_id,
                                                                     include_revoked=False)]}
 
@@ -95,7 +95,7 @@ def delete_api_keys(body: dict, token_info: dict):
 
 def get_api_key(api_key_id: str, token_info: dict):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         return _key(_live_keys(s, me, me.user_id, [api_key_id], "api_key_id")[0])
 
 
@@ -111,7 +111,7 @@ def delete_api_key(api_key_id: str, token_info: dict):
 def get_users_api_keys(token_info: dict):
     me = principal(token_info)
     only_admins(me)
-    with session() as s:
+    with reading() as s:
         return {"keys": [_key(row) for row in queries.keys_of_organization(s, me.organization_id)]}
 
 
@@ -133,7 +133,7 @@ def delete_users_api_keys(body: dict, token_info: dict):
 
 def get_user_api_keys(user_id: str, token_info: dict):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         user = _owner(s, me, user_id)
         return {"keys": [_key(row) for row in queries.keys_of_user(s, me.organization_id, user.id,
                                                                     include_revoked=False)]}
@@ -149,7 +149,7 @@ def delete_user_api_keys(user_id: str, body: dict, token_info: dict):
 
 def get_user_api_key(user_id: str, api_key_id: str, token_info: dict):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         user = _owner(s, me, user_id)
         return _key(_live_keys(s, me, user.id, [api_key_id], "api_key_id")[0])
 
@@ -215,7 +215,7 @@ def create_traffic_filter_ruleset(body: dict, token_info: dict):
 
 def get_traffic_filter_rulesets(token_info: dict, region: str | None = None, include_associations: bool = False):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         rows = queries.rulesets_of(s, me.organization_id, region)
         associations = queries.associations_of(s, [r.id for r in rows])
         return {"rulesets": [_ruleset(r, associations[r.id], include_associations) for r in rows]}
@@ -223,7 +223,7 @@ def get_traffic_filter_rulesets(token_info: dict, region: str | None = None, inc
 
 def get_traffic_filter_ruleset(ruleset_id: str, token_info: dict, include_associations: bool = False):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         row = _find_ruleset(s, me, ruleset_id)
         return _ruleset(row, queries.associations_of(s, [row.id])[row.id], include_associations)
 
@@ -252,7 +252,7 @@ def delete_traffic_filter_ruleset(ruleset_id: str, token_info: dict, ignore_asso
 
 def get_traffic_filter_ruleset_deployment_associations(ruleset_id: str, token_info: dict):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         row = _find_ruleset(s, me, ruleset_id)
         associations = queries.associations_of(s, [row.id])[row.id]
         return {"associations": [{"entity_type": a.entity_type, "id": a.entity_id} for a in associations],
@@ -283,7 +283,7 @@ def delete_traffic_filter_ruleset_association(ruleset_id: str, association_type:
 def get_traffic_filter_deployment_ruleset_associations(association_type: str, associated_entity_id: str,
                                                        token_info: dict):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         rows = queries.rulesets_of_entity(s, me.organization_id, association_type, associated_entity_id)
         associations = queries.associations_of(s, [r.id for r in rows])
         return {"rulesets": [_ruleset(r, associations[r.id], False) for r in rows]}

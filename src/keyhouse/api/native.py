@@ -8,7 +8,7 @@ from datetime import timedelta
 from .. import runtime
 from ..auth import Principal, ip_allowed, issue_token, lookup, principal, verdict
 from ..errors import ApiError
-from ..runtime import secret, session
+from ..runtime import reading, secret, session
 from ..store import queries
 from ..store.models import AuditEvent, utcnow
 from . import iso_z, only_admins, paging_headers
@@ -76,7 +76,7 @@ def _event(row: AuditEvent) -> dict:
 def list_audit_events(token_info: dict, limit: int, offset: int):
     me = principal(token_info)
     only_admins(me)
-    with session() as s:
+    with reading() as s:
         total, rows = queries.page_events(s, me.organization_id, limit, offset)
         page = [_event(row) for row in rows]
     return page, 200, paging_headers(total, limit, offset)

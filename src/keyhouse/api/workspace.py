@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..auth import Principal, principal
 from ..errors import ApiError
-from ..runtime import secret, session
+from ..runtime import reading, secret, session
 from ..store import queries
 from ..store.models import ApiKey, utcnow
 from . import granted, iso_z
@@ -40,7 +40,7 @@ def _mine(s, me: Principal, key_id: str) -> ApiKey:
 
 def list_my_api_keys(token_info: dict):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         return [_key(row) for row in queries.keys_of_user(s, me.organization_id, me.user_id, include_revoked=True)]
 
 
@@ -59,7 +59,7 @@ def create_my_api_key(body: dict, token_info: dict):
 
 def get_my_api_key(id_: str, token_info: dict):
     me = principal(token_info)
-    with session() as s:
+    with reading() as s:
         return _key(_mine(s, me, id_))
 
 

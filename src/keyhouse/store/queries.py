@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Sequence
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,27 +34,28 @@ class Credential:
     revoked_at: datetime | None
 
 
-_CREDENTIAL = (
-    ApiKey.pk, ApiKey.id, ApiKey.key_hash, ApiKey.previous_key_hash, ApiKey.previous_valid_until,
-    ApiKey.organization_id, ApiKey.user_id, User.role, ApiKey.type, ApiKey.permissions, ApiKey.allowed_ips,
-    ApiKey.expires_at, ApiKey.revoked_at,
-)
+# The hot paths (authentication, verify, the billing list) run prebuilt Core statements on a plain
+# connection: building a statement and loading ORM objects cost more than the indexed lookup itself.
+_keys, _users = ApiKey.__table__, User.__table__
+_CREDENTIAL = select(
+    _keys.c.pk, _keys.c.id, _keys.c.key_hash, _keys.c.previous_key_hash, _keys.c.previous_valid_until,
+    _keys.c.organization_id, _keys.c.user_id, _users.c.role, _keys.c.type, _keys.c.permissions,
+    _keys.c.allowed_ips, _keys.c.expires_at, _keys.c.revoked_at,
+).join(_users, _users.c.id == _keys.c.user_id)
+_CREDENTIAL_BY_HASH = _CREDENTIAL.where(
+    or_(_keys.c.key_hash == bindparam("digest"), _keys.c.previous_key_hash == bindparam("digest")))
+_CREDENTIAL_BY_ID = _CREDENTIAL.where(
+    _keys.c.organization_id == bindparam("organization_id"), _keys.c.id == bindparam("key_id"))
 
 
-def credential_by_hash(session: Session, key_hash: str) -> Credential | None:
+def credential_by_hash(db: Session | Connection, key_hash: str) -> Credential | None:
     """The key whose current secret, or previous secret during a reroll's grace, hashes to `key_hash`."""
-    row = session.execute(
-        select(*_CREDENTIAL).join(User, User.id == ApiKey.user_id)
-        .where(or_(ApiKey.key_hash == key_hash, ApiKey.previous_key_hash == key_hash))
-    ).first()
+    row = db.execute(_CREDENTIAL_BY_HASH, {"digest": key_hash}).first()
     return Credential(*row) if row else None
 
 
-def credential_by_id(session: Session, organization_id: str, key_id: str) -> Credential | None:
-    row = session.execute(
-        select(*_CREDENTIAL).join(User, User.id == ApiKey.user_id)
-        .where(ApiKey.organization_id == organization_id, ApiKey.id == key_id)
-    ).first()
+def credential_by_id(db: Session | Connection, organization_id: str, key_id: str) -> Credential | None:
+    row = db.execute(_CREDENTIAL_BY_ID, {"organization_id": organization_id, "key_id": key_id}).first()
     return Credential(*row) if row else None
 
 
@@ -190,29 +192,43 @@ def live_keys_by_id(session: Session, organization_id: str, key_ids: Iterable[st
     return {row.id: row for row in session.scalars(query)}
 
 
-def page_keys(session: Session, organization_id: str, *, owner_id: str | None,
+_LIVE_KEYS = select(Organization.__table__.c.live_keys).where(Organization.__table__.c.id == bindparam("organization_id"))
+
+
+def page_keys(db: Session | Connection, organization_id: str, *, owner_id: str | None,
               match: Sequence[tuple[str, list[str]]], order: Sequence[tuple[str, bool]],
-              limit: int, offset: int) -> tuple[int, Sequence[ApiKey]]:
+              limit: int, offset: int) -> tuple[int, Sequence[Row]]:
     """(total matching, one page). `match` holds (column, values) conditions, all of which must hold,
     each by any of its values, compared case-insensitively; `order` is (column, descending) pairs;
-    ties always break on the primary key for stable pages."""
-    conditions = [ApiKey.organization_id == organization_id, ApiKey.revoked_at.is_(None)]
-    if owner_id is not None:
-        conditions.append(ApiKey.user_id == owner_id)
-    for column, values in match:
-        conditions.append(func.lower(getattr(ApiKey, column)).in_([v.lower() for v in values]))
-    if owner_id is None and not match:
-        total = session.scalar(select(Organization.live_keys).where(Organization.id == organization_id))
+    ties always break on the primary key for stable pages. Rows answer the attribute names of ApiKey."""
+    params = {"organization_id": organization_id, "owner_id": owner_id, "limit": limit, "offset": offset}
+    for i, (_column, values) in enumerate(match):
+        params[f"match_{i}"] = [v.lower() for v in values]
+    count, page = _page_statements(owner_id is not None, tuple(column for column, _ in match), tuple(order))
+    if count is None:  # the whole live collection: its size is kept on the organization
+        total = db.execute(_LIVE_KEYS, params).scalar()
     else:
-        total = session.scalar(select(func.count()).select_from(ApiKey).where(*conditions))
-    ordering = [getattr(ApiKey, c).desc() if desc else getattr(ApiKey, c).asc() for c, desc in order]
+        total = db.execute(count, params).scalar()
+    rows = db.execute(page, params).all() if limit else []
+    return total or 0, rows
+
+
+@functools.lru_cache(maxsize=256)
+def _page_statements(by_owner: bool, match: tuple[str, ...], order: tuple[tuple[str, bool], ...]):
+    """(count, page) statements for one shape of list request, built once; values are bound per call."""
+    conditions = [_keys.c.organization_id == bindparam("organization_id"), _keys.c.revoked_at.is_(None)]
+    if by_owner:
+        conditions.append(_keys.c.user_id == bindparam("owner_id"))
+    for i, column in enumerate(match):
+        conditions.append(func.lower(_keys.c[column]).in_(bindparam(f"match_{i}", expanding=True)))
+    count = None if not by_owner and not match else select(func.count()).select_from(_keys).where(*conditions)
+    ordering = [_keys.c[c].desc() if desc else _keys.c[c].asc() for c, desc in order]
     # The tie-breaker runs in the direction of the last sort field, so that a single-field sort either
     # way is one walk of its index (forwards or backwards), not a sort of every matching row.
-    tie = ApiKey.pk.desc() if order and order[-1][1] else ApiKey.pk.asc()
-    rows = session.scalars(
-        select(ApiKey).where(*conditions).order_by(*ordering, tie).limit(limit).offset(offset)
-    ).all() if limit else []
-    return total or 0, rows
+    tie = _keys.c.pk.desc() if order and order[-1][1] else _keys.c.pk.asc()
+    page = (select(*_keys.c).where(*conditions).order_by(*ordering, tie)
+            .limit(bindparam("limit")).offset(bindparam("offset")))
+    return count, page
 
 
 def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: dict) -> None:

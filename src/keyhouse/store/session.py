@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from anyio import to_thread
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 # Bounded waits, so that an unreachable database answers 503 in seconds instead of hanging requests.
 CONNECT_TIMEOUT_SECONDS = 3
 POOL_TIMEOUT_SECONDS = 5
+# SQLite: enough pooled connections for every thread of Starlette's pool (40), so that none is opened
+# and closed per request.
+SQLITE_POOL_SIZE = 40
+
+T = TypeVar("T")
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -35,6 +41,9 @@ class Store:
         self.engine: Engine = _engine(database_url)
         self._sessions = sessionmaker(self.engine.execution_options(keyhouse_writes=True), expire_on_commit=False)
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite runs in this process and its readers never wait (WAL): a read costs tens of
+        # microseconds, less than the hop to a worker thread. A server is a network round trip away.
+        self.reads_inline = self.engine.dialect.name == "sqlite"
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -50,6 +59,19 @@ class Store:
         """A read-only unit of work for the hot paths (authentication, verify): never waits for writers."""
         with self._reads.begin() as session:
             yield session
+
+    async def read(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`query(connection, *args, **kwargs)` in a read-only transaction, for the async hot paths:
+        on the event loop for SQLite, in a worker thread for a server database."""
+        if self.reads_inline:
+            return self._read(query, *args, **kwargs)
+        return await to_thread.run_sync(lambda: self._read(query, *args, **kwargs))
+
+    def _read(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # A plain connection, not a Session: these queries are Core statements, and a Session's
+        # bookkeeping costs more than they do. Leaving the block ends the read transaction.
+        with self.engine.connect() as connection:
+            return query(connection, *args, **kwargs)
 
     # ------------------------------------------------------------------ schema
 
@@ -83,15 +105,19 @@ class Store:
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # Handlers run in a thread pool; SQLite connections may cross threads under SQLAlchemy's pool.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+        in_memory = url in ("sqlite://", "sqlite:///:memory:")
+        pool = {} if in_memory else {"pool_size": SQLITE_POOL_SIZE, "max_overflow": 0,
+                                     "pool_timeout": POOL_TIMEOUT_SECONDS}
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15}, **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record):
             connection.isolation_level = None  # keyhouse emits BEGIN itself (below)
             cursor = connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            if ":memory:" not in url:
-                cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
+            # Readers do not wait for the writer. The mode is kept in the file; setting it takes a lock.
+            if not in_memory and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
 
         @event.listens_for(engine, "begin")
