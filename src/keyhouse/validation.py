@@ -17,6 +17,7 @@ import logging
 import typing as t
 
 import fastjsonschema
+import orjson
 from connexion.datastructures import MediaTypeDict
 from connexion.exceptions import NonConformingResponseBody, TypeValidationError
 from connexion.validators import JSONRequestBodyValidator, JSONResponseBodyValidator, ParameterValidator
@@ -123,6 +124,15 @@ def _discriminated_errors(schema: dict, body: t.Any) -> list[FieldError] | None:
 
 
 class ResponseBodyValidator(JSONResponseBodyValidator):
+    def _parse(self, stream):
+        body = b"".join(stream)
+        if not body:
+            return None
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise NonConformingResponseBody(detail=str(e)) from None
+
     def _validate(self, body):
         try:
             compiled(self._schema)(body)

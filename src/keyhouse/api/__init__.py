@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from .. import runtime
 from ..auth import Principal
@@ -11,12 +11,12 @@ from ..errors import ApiError
 
 def iso_z(moment: datetime) -> str:
     """RFC 3339 in UTC with a `Z`, to the second, as the billing and workspace APIs write it."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")[:19] + "Z"
 
 
 def iso_offset(moment: datetime) -> str:
     """RFC 3339 in UTC with `+00:00`, to the second, as the cloud API writes it."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")[:19] + "+00:00"
 
 
 def paging_headers(total: int, limit: int, offset: int) -> dict[str, str]:

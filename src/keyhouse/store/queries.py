@@ -192,43 +192,48 @@ def live_keys_by_id(session: Session, organization_id: str, key_ids: Iterable[st
     return {row.id: row for row in session.scalars(query)}
 
 
-_LIVE_KEYS = select(Organization.__table__.c.live_keys).where(Organization.__table__.c.id == bindparam("organization_id"))
-
-
 def page_keys(db: Session | Connection, organization_id: str, *, owner_id: str | None,
               match: Sequence[tuple[str, list[str]]], order: Sequence[tuple[str, bool]],
               limit: int, offset: int) -> tuple[int, Sequence[Row]]:
     """(total matching, one page). `match` holds (column, values) conditions, all of which must hold,
     each by any of its values, compared case-insensitively; `order` is (column, descending) pairs;
-    ties always break on the primary key for stable pages. Rows answer the attribute names of ApiKey."""
+    ties always break on the primary key for stable pages. Rows carry the billing view's columns, under
+    ApiKey's attribute names.
+
+    One statement: every row of the page carries the total too. Only an empty page asks for it again."""
     params = {"organization_id": organization_id, "owner_id": owner_id, "limit": limit, "offset": offset}
     for i, (_column, values) in enumerate(match):
         params[f"match_{i}"] = [v.lower() for v in values]
-    count, page = _page_statements(owner_id is not None, tuple(column for column, _ in match), tuple(order))
-    if count is None:  # the whole live collection: its size is kept on the organization
-        total = db.execute(_LIVE_KEYS, params).scalar()
-    else:
-        total = db.execute(count, params).scalar()
+    total, page = _page_statements(owner_id is not None, tuple(column for column, _ in match), tuple(order))
     rows = db.execute(page, params).all() if limit else []
-    return total or 0, rows
+    return (rows[0].total if rows else db.execute(select(total), params).scalar()) or 0, rows
+
+
+# What the billing list shows of a key: reading only these columns spares decoding the others.
+_BILLING_VIEW = [_keys.c[name] for name in ("pk", "id", "description", "type", "allowed_ips", "acl", "api_user",
+                                            "created_at", "updated_at")]
 
 
 @functools.lru_cache(maxsize=256)
 def _page_statements(by_owner: bool, match: tuple[str, ...], order: tuple[tuple[str, bool], ...]):
-    """(count, page) statements for one shape of list request, built once; values are bound per call."""
+    """(total, page) for one shape of list request, built once; values are bound per call."""
     conditions = [_keys.c.organization_id == bindparam("organization_id"), _keys.c.revoked_at.is_(None)]
     if by_owner:
         conditions.append(_keys.c.user_id == bindparam("owner_id"))
     for i, column in enumerate(match):
         conditions.append(func.lower(_keys.c[column]).in_(bindparam(f"match_{i}", expanding=True)))
-    count = None if not by_owner and not match else select(func.count()).select_from(_keys).where(*conditions)
+    if by_owner or match:
+        total = select(func.count()).select_from(_keys).where(*conditions).scalar_subquery()
+    else:  # the whole live collection: its size is kept on the organization
+        orgs = Organization.__table__
+        total = select(orgs.c.live_keys).where(orgs.c.id == bindparam("organization_id")).scalar_subquery()
     ordering = [_keys.c[c].desc() if desc else _keys.c[c].asc() for c, desc in order]
     # The tie-breaker runs in the direction of the last sort field, so that a single-field sort either
     # way is one walk of its index (forwards or backwards), not a sort of every matching row.
     tie = _keys.c.pk.desc() if order and order[-1][1] else _keys.c.pk.asc()
-    page = (select(*_keys.c).where(*conditions).order_by(*ordering, tie)
+    page = (select(*_BILLING_VIEW, total.label("total")).where(*conditions).order_by(*ordering, tie)
             .limit(bindparam("limit")).offset(bindparam("offset")))
-    return count, page
+    return total, page
 
 
 def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: dict) -> None:
