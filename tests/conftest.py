@@ -6,10 +6,16 @@ server answers, and CI requires one), every app gets a fresh PostgreSQL schema o
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import dataclass
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -136,3 +142,41 @@ def count_keys(app) -> int:
 
     with app.runtime.store.session() as s:
         return s.scalar(select(func.count()).select_from(ApiKey))
+
+
+# ------------------------------------------------------------------ a real server
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    env = {**os.environ, "KEYHOUSE_DATABASE_URL": database_url(tmp_path),
+           "KEYHOUSE_SECRET_FILE": str(tmp_path / "secret")}
+    env.pop("KEYHOUSE_FORWARDED_ALLOW_IPS", None)
+    boot = subprocess.run([sys.executable, "-m", "keyhouse.cli", "bootstrap", "--organization", "o",
+                           "--email", "a@o.test"], env=env, capture_output=True, text=True, check=True)
+    key = json.loads(boot.stdout.strip().splitlines()[-1])["key"]
+    servers = []
+
+    def start(*flags):
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "keyhouse.cli", "serve", "--port", str(port), *flags],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        servers.append(proc)
+        base = f"http://127.0.0.1:{port}/api/v1"
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/openapi.json", timeout=1)
+                return base
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(proc.stderr.read().decode() if proc.poll() is not None else "server did not start")
+
+    yield key, start
+    for proc in servers:
+        proc.terminate()
+        proc.wait(timeout=10)
