@@ -163,9 +163,12 @@ def served(tmp_path):
     servers = []
 
     def start(*flags):
+        """A server; its output (JSON log lines) goes to tmp_path / f"server-{port}.log"."""
         port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "keyhouse.cli", "serve", "--port", str(port), *flags],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log = tmp_path / f"server-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "keyhouse.cli", "serve", "--port", str(port), *flags],
+                                    env=env, stdout=out, stderr=subprocess.STDOUT)
         servers.append(proc)
         base = f"http://127.0.0.1:{port}/api/v1"
         for _ in range(100):
@@ -173,8 +176,10 @@ def served(tmp_path):
                 httpx.get(f"{base}/openapi.json", timeout=1)
                 return base
             except httpx.TransportError:
+                if proc.poll() is not None:
+                    break
                 time.sleep(0.1)
-        raise RuntimeError(proc.stderr.read().decode() if proc.poll() is not None else "server did not start")
+        raise RuntimeError(log.read_text())
 
     yield key, start
     for proc in servers:

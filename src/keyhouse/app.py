@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from .auth import extractors_by_operation
 from .config import Settings
 from .errors import ApiError, allowed_methods, from_problem, render
-from .middleware import RequestContext
+from .middleware import Observed, RequestContext, ResponseHeaders
 from .permissions import Policy
 from .ratelimit import RateLimiter
 from .recorder import Recorder
@@ -35,7 +35,8 @@ from .validation import VALIDATOR_MAP
 
 log = logging.getLogger("keyhouse")
 
-HANDLER_MODULES = ("keyhouse.api.cloud", "keyhouse.api.billing", "keyhouse.api.workspace", "keyhouse.api.native")
+HANDLER_MODULES = ("keyhouse.api.cloud", "keyhouse.api.billing", "keyhouse.api.workspace", "keyhouse.api.native",
+                   "keyhouse.api.operations")
 
 
 def spec_path() -> Path:
@@ -117,6 +118,8 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
         jsonifier=Jsonifier(_Orjson),
     )
     app.add_middleware(RequestContext, position=MiddlewarePosition.BEFORE_SWAGGER, runtime=rt)
+    app.add_middleware(Observed, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_middleware(ResponseHeaders, position=MiddlewarePosition.BEFORE_CONTEXT)
 
     spec_paths = document["paths"]
 

@@ -29,7 +29,7 @@ from typing import Callable
 import jwt
 from connexion.security import NO_VALUE
 
-from . import keys, runtime
+from . import keys, metrics, runtime
 from .errors import ApiError
 from .store import queries
 from .store.models import utcnow
@@ -145,16 +145,19 @@ async def _resolve(scope, headers):
         try:
             principals.append(await (_from_jwt if kind == "jwt" else _from_key)(rt, credential, ip))
         except Refused as refused:
+            metrics.AUTH_FAILURES.labels(refused.reason).inc()
             rt.recorder.auth_failed(organization_id=refused.organization_id, actor_key_id=refused.key_id,
                                     ip=ip, detail=refused.reason, target_id=operation_id)
             raise ApiError(refused.kind, refused.message) from None
     first = principals[0]
     if not rt.policy.allows(list(first.permissions), first.key_type, operation_id):
+        metrics.AUTH_FAILURES.labels("operation not permitted").inc()
         rt.recorder.auth_failed(organization_id=first.organization_id, actor_key_id=first.key_id, ip=ip,
                                 detail="operation not permitted", target_id=operation_id)
         raise ApiError("forbidden", f"This key is not permitted to call {operation_id}.")
     exceeded = await rt.limiter.hit(first.organization_id, first.key_pk)
     if exceeded is not None:
+        metrics.RATE_LIMITED.labels(exceeded.scope).inc()
         raise ApiError("rate_limited", f"Rate limit of {exceeded.limit} requests exceeded; retry in "
                        f"{exceeded.retry_after} s.", headers=exceeded.headers())
     for p in principals:

@@ -9,10 +9,12 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from datetime import timedelta
 
-from .config import Settings
+from . import logs
+from .config import Settings, environment_help
 from .store import queries
 from .store.session import SchemaOutOfDate, Store
 
@@ -21,8 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keyhouse",
         description="Self-hosted API keys in the shapes of three public APIs.",
-        epilog="Environment: KEYHOUSE_DATABASE_URL (default sqlite:///keyhouse.db), KEYHOUSE_SECRET or "
-               "KEYHOUSE_SECRET_FILE (default .keyhouse-secret, made on first use), KEYHOUSE_MAX_BODY_BYTES.",
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -62,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
              "by default no forwarded header is trusted and the client is the TCP peer "
              "(env KEYHOUSE_FORWARDED_ALLOW_IPS)",
     )
+    serve.add_argument("--log-level", default=os.environ.get("KEYHOUSE_LOG_LEVEL", "info"),
+                       choices=["debug", "info", "warning", "error"],
+                       help="JSON log lines on stderr from this level up; one access line per request at info "
+                            "(env KEYHOUSE_LOG_LEVEL)")
     return parser
 
 
@@ -137,8 +143,12 @@ def _run(args, settings: Settings, store: Store) -> int:
         # Uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise; keyhouse trusts no proxy
         # it was not told about, because allowedIps decisions rest on the client address.
         trusted = args.forwarded_allow_ips
+        if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Each worker writes its metrics here; /metrics sums them (keyhouse.metrics).
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="keyhouse-metrics-")
         uvicorn.run("keyhouse.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                    proxy_headers=bool(trusted), forwarded_allow_ips=trusted or "")
+                    proxy_headers=bool(trusted), forwarded_allow_ips=trusted or "",
+                    log_config=logs.config(args.log_level.upper()), access_log=False)
         return 0
 
     if args.command == "bootstrap":

@@ -50,3 +50,31 @@ def _load_secret() -> bytes:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(48))
     return path.read_text().strip().encode()
+
+
+# Every variable keyhouse reads, for `keyhouse --help` and the README (a test holds all three together).
+ENVIRONMENT = [
+    ("KEYHOUSE_DATABASE_URL", "sqlite:///keyhouse.db", "SQLAlchemy URL of the database (PostgreSQL: "
+                                                        "postgresql+psycopg://user@host/db)"),
+    ("KEYHOUSE_SECRET", "", "the server secret keys are hashed under and tokens signed with"),
+    ("KEYHOUSE_SECRET_FILE", ".keyhouse-secret", "where the secret is read from when KEYHOUSE_SECRET is unset "
+                                                 "(made, mode 0600, on first use)"),
+    ("KEYHOUSE_MAX_BODY_BYTES", "65536", "largest request body accepted (413 above it)"),
+    ("KEYHOUSE_RATE_LIMIT", "100/second", "requests per key"),
+    ("KEYHOUSE_ORGANIZATION_RATE_LIMIT", "1000/second", "requests per organization, all its keys together"),
+    ("KEYHOUSE_REDIS_URL", "", "Redis for rate limits shared by every worker and server (redis://host:6379)"),
+    ("KEYHOUSE_WORKERS", "1", "worker processes of `keyhouse serve` (--workers)"),
+    ("KEYHOUSE_FORWARDED_ALLOW_IPS", "", "proxies whose X-Forwarded-For is trusted (--forwarded-allow-ips)"),
+    ("KEYHOUSE_LOG_LEVEL", "info", "lowest level of the JSON log lines (--log-level)"),
+    ("PROMETHEUS_MULTIPROC_DIR", "a fresh temporary directory when --workers > 1",
+     "where the workers' metrics are kept for /metrics"),
+]
+
+
+def environment_help() -> str:
+    width = max(len(name) for name, _, _ in ENVIRONMENT)
+    lines = ["environment variables:"]
+    for name, default, meaning in ENVIRONMENT:
+        lines.append(f"  {name:<{width}}  {meaning}" + (f" (default: {default})" if default else ""))
+    return "\n".join(lines)
+

@@ -1,13 +1,85 @@
-"""ASGI middleware that runs before Connexion routes a request."""
+"""ASGI middleware around Connexion's: what every request gets, before it is routed."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+import time
 
-from . import runtime
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import logs, metrics, runtime
 from .errors import BASE_PATH, ApiError
 
 _UI = BASE_PATH + "/ui"
+_OBSERVED = "keyhouse.observed"  # a dict shared by the scope copies of one request
+
+
+class Observed:
+    """The request id, the access log line and the request metrics, error responses included.
+
+    Sits outside Connexion's exception handling, so it sees the status of every answer. The operation
+    is known only after routing, further in: RequestContext writes it into a dict this one put in the
+    scope (scope copies share it).
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = logs.request_id_from(dict(scope["headers"]).get(b"x-request-id"))
+        token = logs.bind_request_id(request_id)
+        observed = scope[_OBSERVED] = {"operation": None, "request_id": request_id}
+        status, started = 500, time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = _with_request_id(message, request_id)  # the error responses' (see ResponseHeaders)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.observe(observed["operation"], status, elapsed)
+            client = scope.get("client")
+            logs.access.info("request", extra={
+                "method": scope["method"], "path": scope["path"], "status": status,
+                "operation": observed["operation"], "duration_ms": round(elapsed * 1000, 3),
+                "client": client[0] if client else None})
+            logs.unbind_request_id(token)
+
+
+class ResponseHeaders:
+    """Puts `X-Request-Id` on a handler's response before Connexion validates it: the spec declares the
+    header required, and Connexion checks required headers where it validates responses, further in than
+    Observed. (Error responses are made outside, and get it from Observed.)"""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        observed = scope.get(_OBSERVED)
+        if observed is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = _with_request_id(message, observed["request_id"])
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _with_request_id(start: Message, request_id: str) -> Message:
+    headers = start.get("headers", [])
+    if any(name.lower() == b"x-request-id" for name, _ in headers):
+        return start
+    return {**start, "headers": [*headers, (b"x-request-id", request_id.encode())]}
 
 
 class RequestContext:
@@ -31,6 +103,9 @@ class RequestContext:
         path = scope["path"]
         if path.endswith("/") and len(path) > len(BASE_PATH) + 1 and not path.startswith(_UI):
             scope = dict(scope, path=path[:-1], raw_path=scope.get("raw_path", b"").rstrip(b"/"))
+        # Connexion's router records the operation in scope["extensions"] of a shallow copy of this
+        # scope: made here, the dict is shared, and the operation visible on the way out (see Observed).
+        scope.setdefault("extensions", {})
         token = runtime.bind(self.runtime)
         try:
             receive = self._capped(scope, receive)
@@ -39,6 +114,9 @@ class RequestContext:
             await self.app(scope, receive, send)
         finally:
             runtime.unbind(token)
+            if _OBSERVED in scope:
+                routed = scope.get("extensions", {}).get("connexion_routing", {})
+                scope[_OBSERVED]["operation"] = routed.get("operation_id")
 
     def _capped(self, scope: Scope, receive: Receive) -> Receive:
         limit = self.runtime.settings.max_body_bytes

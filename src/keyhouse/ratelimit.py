@@ -24,6 +24,7 @@ log = logging.getLogger("keyhouse.ratelimit")
 class Exceeded:
     limit: int
     retry_after: int
+    scope: str  # "key" or "organization"
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after), "X-RateLimit-Limit": str(self.limit),
@@ -40,12 +41,12 @@ class RateLimiter:
     async def hit(self, organization_id: str, key_pk: int) -> Exceeded | None:
         """Count one request; what was exceeded, if anything (the key's limit is checked first)."""
         # Identities carry the organization id (a UUID), so deployments sharing a Redis never collide.
-        for item, identity in ((self.per_key, f"key:{organization_id}:{key_pk}"),
-                               (self.per_organization, f"org:{organization_id}")):
+        for item, identity, scope in ((self.per_key, f"key:{organization_id}:{key_pk}", "key"),
+                                      (self.per_organization, f"org:{organization_id}", "organization")):
             try:
                 if not await self._limiter.hit(item, identity):
                     stats = await self._limiter.get_window_stats(item, identity)
-                    return Exceeded(item.amount, max(1, math.ceil(stats.reset_time - time.time())))
+                    return Exceeded(item.amount, max(1, math.ceil(stats.reset_time - time.time())), scope)
             except Exception:  # noqa: BLE001 - any storage failure: fail open, loudly
                 log.exception("rate limit storage unavailable; letting the request through")
                 return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from .. import runtime
+from .. import metrics, runtime
 from ..auth import Principal, ip_allowed, issue_token, lookup, principal, verdict
 from ..errors import ApiError
 from ..runtime import reading, secret, session
@@ -34,7 +34,8 @@ async def verify_key(body: dict, token_info: dict):
     if code == "VALID" and not all(rt.policy.allows(credential.permissions, credential.type, p)
                                    for p in body.get("permissions", [])):
         code = "INSUFFICIENT_PERMISSIONS"
-    if code == "VALID" and await rt.limiter.hit(credential.organization_id, credential.key_pk) is not None:
+    if code == "VALID" and (exceeded := await rt.limiter.hit(credential.organization_id, credential.key_pk)):
+        metrics.RATE_LIMITED.labels(exceeded.scope).inc()
         code = "RATE_LIMITED"
     if code != "VALID":
         return {"valid": False, "code": code, **known}

@@ -91,6 +91,14 @@ class Store:
     def is_empty(self) -> bool:
         return not inspect(self.engine).get_table_names()
 
+    def readiness(self) -> tuple[str, str]:
+        """("ok" | "unreachable", "current" | "out_of_date" | "unknown"), for /readyz."""
+        try:
+            current = self.revision()
+        except Exception:  # noqa: BLE001 - whatever the driver raises, the answer is "not reachable"
+            return "unreachable", "unknown"
+        return "ok", "current" if current == self.head() else "out_of_date"
+
     def require_current(self) -> None:
         current, head = self.revision(), self.head()
         if current != head:
@@ -108,7 +116,8 @@ def _engine(url: str) -> Engine:
         in_memory = url in ("sqlite://", "sqlite:///:memory:")
         pool = {} if in_memory else {"pool_size": SQLITE_POOL_SIZE, "max_overflow": 0,
                                      "pool_timeout": POOL_TIMEOUT_SECONDS}
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15}, **pool)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15}, hide_parameters=True,
+                               **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record):
@@ -126,5 +135,6 @@ def _engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_SECONDS,
+    # hide_parameters: a statement's values (a key's hash, say) stay out of error messages and logs.
+    return create_engine(url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_SECONDS, hide_parameters=True,
                          connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
