@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.test_serve import served  # noqa: F401  (the fixture)
 
 THREADS = 24
 
