@@ -162,13 +162,14 @@ def served(tmp_path):
     key = json.loads(boot.stdout.strip().splitlines()[-1])["key"]
     servers = []
 
-    def start(*flags):
-        """A server; its output (JSON log lines) goes to tmp_path / f"server-{port}.log"."""
+    def start(*flags, **environment):
+        """A server (flags and environment variables of its own on top); its output (JSON log lines) goes
+        to tmp_path / f"server-{port}.log"."""
         port = _free_port()
         log = tmp_path / f"server-{port}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "keyhouse.cli", "serve", "--port", str(port), *flags],
-                                    env=env, stdout=out, stderr=subprocess.STDOUT)
+                                    env={**env, **environment}, stdout=out, stderr=subprocess.STDOUT)
         servers.append(proc)
         base = f"http://127.0.0.1:{port}/api/v1"
         for _ in range(100):
@@ -181,6 +182,7 @@ def served(tmp_path):
                 time.sleep(0.1)
         raise RuntimeError(log.read_text())
 
+    start.processes = servers  # for tests that signal a server or its workers
     yield key, start
     for proc in servers:
         proc.terminate()

@@ -115,3 +115,16 @@ def test_openapi_document_and_swagger_ui_are_served(client):
     assert spec.status_code == 200 and spec.json()["openapi"] == "3.0.3"
     ui = client.get(f"{API}/ui/")
     assert ui.status_code == 200 and "swagger" in ui.text.lower()
+
+
+def test_deeply_nested_json_is_a_client_error(client, world, app):
+    before = count_keys(app)
+    nested = "[" * 100_000 + "]" * 100_000  # under the body cap as bytes, far past any parser's depth
+    for body in (nested, '{"description": ' + nested + "}"):
+        r = client.post("/api/v1/api-keys", content=body, headers={**world.acme_admin.billing,
+                                                                    "Content-Type": "application/json"})
+        assert r.status_code in (400, 413), r.text
+    r = client.post("/api/v1/api-keys", content='{"description": ' + "[" * 2000 + "]" * 2000 + "}",
+                    headers={**world.acme_admin.billing, "Content-Type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+    assert count_keys(app) == before

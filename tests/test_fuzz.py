@@ -15,7 +15,8 @@ from tests.conftest import add_actor, add_organization, make_app
 _DIR = Path(tempfile.mkdtemp(prefix="keyhouse-fuzz-"))
 # Limits it never reaches: whether a long run meets a 429 would depend on timing, and Hypothesis needs
 # every example to be generated the same way given the same choices (rate limits have their own tests).
-APP = make_app(_DIR, rate_limit="1000000/second", organization_rate_limit="1000000/second")
+APP = make_app(_DIR, rate_limit="1000000/second", organization_rate_limit="1000000/second",
+               refused_credential_limit="1000000/second")
 ADMIN = add_actor(APP, add_organization(APP, "fuzz"), "fuzz@example.test", "admin")
 # CI runs a quick pass; KEYHOUSE_FUZZ_EXAMPLES=500 digs deeper on a workstation.
 EXAMPLES = int(os.environ.get("KEYHOUSE_FUZZ_EXAMPLES", "40"))

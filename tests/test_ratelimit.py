@@ -78,3 +78,26 @@ def test_an_unreachable_redis_fails_open(tmp_path):
     with app.test_client() as client:
         for _ in range(3):
             assert client.get(f"{API}/api-keys", headers=actor.billing).status_code == 200
+
+
+def test_a_client_guessing_keys_is_stopped_before_the_database(tmp_path, monkeypatch):
+    from keyhouse import keys
+    from keyhouse.store import queries
+
+    app = make_app(tmp_path, refused_credential_limit="5/minute")
+    actor = add_actor(app, add_organization(app, "guessed"), "g@guessed.test", "admin")
+    lookups = []
+    real = queries.credential_by_hash
+    monkeypatch.setattr(queries, "credential_by_hash", lambda db, digest: lookups.append(digest) or real(db, digest))
+    with app.test_client() as client:
+        for _ in range(5):  # well-formed guesses: each is looked up, and refused
+            assert client.get("/api/v1/api-keys", headers={"REB-APIKEY": keys.generate()}).status_code == 401
+        assert len(lookups) == 5
+        refused = client.get("/api/v1/api-keys", headers={"REB-APIKEY": keys.generate()})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert "refused credentials" in refused.json()["detail"]
+        assert len(lookups) == 5  # the sixth guess never reached the database
+        # The address is refused whatever it presents, until the window passes; requests without a
+        # credential are not counted, nor stopped (they are 401 at no cost).
+        assert client.get("/api/v1/api-keys", headers={"REB-APIKEY": actor.key}).status_code == 429
+        assert client.get("/api/v1/api-keys").status_code == 401

@@ -24,3 +24,85 @@ def test_a_configured_proxy_names_the_client(served):
     fenced = _fenced_key(base, key)
     assert httpx.get(f"{base}/api-keys", headers={"REB-APIKEY": fenced, "X-Forwarded-For": "203.0.113.5"}).status_code == 200
     assert httpx.get(f"{base}/api-keys", headers={"REB-APIKEY": fenced, "X-Forwarded-For": "198.51.100.1"}).status_code == 403
+
+
+# ------------------------------------------------------------------ abuse at the HTTP level
+
+
+def _raw(base: str, data: bytes, timeout: float = 5) -> bytes:
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(base)
+    with socket.create_connection((address.hostname, address.port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+        except OSError:  # the server may close before it has read everything: that is the point
+            pass
+        chunks = []
+        try:
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        except OSError:
+            pass
+        return b"".join(chunks)
+
+
+def _rss_kb(pid: int) -> int:
+    from pathlib import Path
+
+    return int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("VmRSS:")).split()[1])
+
+
+def test_an_endless_header_is_431_and_memory_stays_bounded(served):
+    _, start = served
+    base = start()
+    pid = start.processes[-1].pid
+    before = _rss_kb(pid)
+    head = b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+    for _ in range(3):
+        answer = _raw(base, head + b"a" * 20_000_000)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(20_000))
+    assert _raw(base, b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n").startswith(b"HTTP/1.1 431 ")
+    assert _rss_kb(pid) - before < 20_000  # 60 MB of headers sent; not kept
+    assert httpx.get(f"{base}/healthz").status_code == 200
+    # A head under the bound is fine.
+    ok = _raw(base, b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\nX-Fine: " + b"a" * 8000 + b"\r\nConnection: close\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200 ")
+
+
+def test_smuggling_shaped_requests_are_refused_and_the_service_stays_up(served):
+    _, start = served
+    base = start()
+    both = (b"POST /api/v1/keys/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\n\r\nGET /api/v1/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    twice = b"POST /api/v1/keys/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello"
+    for attempt in (both, twice):
+        answer = _raw(base, attempt)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert answer.count(b"HTTP/1.1 ") == 1  # nothing smuggled behind it was answered
+    assert httpx.get(f"{base}/healthz").status_code == 200
+
+
+def test_slow_clients_do_not_starve_the_others(served):
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    _, start = served
+    base = start()
+    address = urlsplit(base)
+    slow = []
+    for _ in range(200):  # each sends half a request head and then nothing
+        s = socket.create_connection((address.hostname, address.port))
+        s.sendall(b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        slow.append(s)
+    try:
+        started = time.monotonic()
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        assert time.monotonic() - started < 2
+    finally:
+        for s in slow:
+            s.close()

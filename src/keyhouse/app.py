@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     store.require_current()  # schema changes go through `keyhouse db upgrade`, never through a start
     spec = spec_path()
     document = yaml.safe_load(spec.read_text())
-    limiter = RateLimiter(settings.rate_limit, settings.organization_rate_limit, settings.redis_url)
+    limiter = RateLimiter(settings.rate_limit, settings.organization_rate_limit, settings.redis_url,
+                          settings.refused_credential_limit)
     rt = Runtime(settings=settings, store=store, policy=Policy.from_spec(document), recorder=Recorder(store),
                  limiter=limiter, extractors=extractors_by_operation(document))
 

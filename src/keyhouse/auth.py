@@ -140,12 +140,18 @@ async def _resolve(scope, headers):
     if not presented:
         return NO_VALUE
     ip = client_ip(scope)
+    if ip is not None and (refusing := await rt.limiter.refusing(ip)) is not None:
+        metrics.RATE_LIMITED.labels(refusing.scope).inc()
+        raise ApiError("rate_limited", f"Too many refused credentials from this address; retry in "
+                       f"{refusing.retry_after} s.", headers=refusing.headers())
     principals = []
     for kind, credential in dict.fromkeys(presented):
         try:
             principals.append(await (_from_jwt if kind == "jwt" else _from_key)(rt, credential, ip))
         except Refused as refused:
             metrics.AUTH_FAILURES.labels(refused.reason).inc()
+            if ip is not None and refused.kind == "unauthorized":
+                await rt.limiter.refused(ip)
             rt.recorder.auth_failed(organization_id=refused.organization_id, actor_key_id=refused.key_id,
                                     ip=ip, detail=refused.reason, target_id=operation_id)
             raise ApiError(refused.kind, refused.message) from None
@@ -237,7 +243,16 @@ async def lookup(rt: runtime.Runtime, presented: str) -> tuple[queries.Credentia
     if not keys.is_well_formed(presented):
         return None, None
     digest = keys.hash_key(rt.settings.secret, presented)
-    return await rt.store.read(queries.credential_by_hash, digest), digest
+    credential = await rt.store.read(queries.credential_by_hash, digest)
+    for retired in rt.settings.previous_secrets if credential is None else ():
+        # After a rotation: a key still hashed under a retired secret works, and is re-hashed under
+        # the current one (in the background: the request writes nothing).
+        old = keys.hash_key(retired, presented)
+        if (credential := await rt.store.read(queries.credential_by_hash, old)) is not None:
+            if hmac.compare_digest(credential.key_hash, old):
+                rt.recorder.rehash(credential.key_pk, old, digest)
+            return credential, old
+    return credential, digest
 
 
 async def _from_key(rt: runtime.Runtime, presented: str, ip: str | None) -> Principal:
@@ -267,10 +282,21 @@ def issue_token(rt: runtime.Runtime, who: Principal, expires_in: int) -> str:
     return jwt.encode(claims, _jwt_key(rt.settings.secret), algorithm=JWT_ALGORITHM)
 
 
+def _decode(token: str, secret: bytes, retired: tuple[bytes, ...]) -> dict:
+    """The claims of a token signed with the current secret, or with a retired one (tokens issued before
+    a rotation live out their short lives)."""
+    for signing in (secret, *retired):
+        try:
+            return jwt.decode(token, _jwt_key(signing), algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER,
+                              options={"require": ["exp", "iat", "iss", "sub", "org", "kid", "perms"]})
+        except jwt.InvalidSignatureError:
+            continue
+    raise jwt.InvalidSignatureError("no secret signed this token")
+
+
 async def _from_jwt(rt: runtime.Runtime, token: str, ip: str | None) -> Principal:
     try:
-        claims = jwt.decode(token, _jwt_key(rt.settings.secret), algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER,
-                            options={"require": ["exp", "iat", "iss", "sub", "org", "kid", "perms"]})
+        claims = _decode(token, rt.settings.secret, rt.settings.previous_secrets)
     except jwt.ExpiredSignatureError:
         raise Refused("token expired", "The supplied token has expired.") from None
     except jwt.PyJWTError:

@@ -148,7 +148,8 @@ def _run(args, settings: Settings, store: Store) -> int:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="keyhouse-metrics-")
         uvicorn.run("keyhouse.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                     proxy_headers=bool(trusted), forwarded_allow_ips=trusted or "",
-                    log_config=logs.config(args.log_level.upper()), access_log=False)
+                    log_config=logs.config(args.log_level.upper()), access_log=False,
+                    http="keyhouse.protocol:BoundedHttpToolsProtocol")
         return 0
 
     if args.command == "bootstrap":

@@ -21,6 +21,12 @@ class Settings:
     rate_limit: str = "100/second"  # per key (the `limits` notation: "100/second", "5000/hour", ...)
     organization_rate_limit: str = "1000/second"
     redis_url: str | None = None  # shares rate limits between workers; in memory without it
+    # Refused credentials per client address: guessing keys costs lookups, so a client that keeps
+    # presenting bad ones is stopped (429) before the database.
+    refused_credential_limit: str = "100/minute"
+    # Secrets retired by a rotation: keys hashed under them still authenticate, and are re-hashed under
+    # `secret` on first use; tokens signed with them stay valid until they expire.
+    previous_secrets: tuple[bytes, ...] = ()
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -31,6 +37,8 @@ class Settings:
             rate_limit=os.environ.get("KEYHOUSE_RATE_LIMIT", "100/second"),
             organization_rate_limit=os.environ.get("KEYHOUSE_ORGANIZATION_RATE_LIMIT", "1000/second"),
             redis_url=os.environ.get("KEYHOUSE_REDIS_URL") or None,
+            refused_credential_limit=os.environ.get("KEYHOUSE_REFUSED_CREDENTIAL_LIMIT", "100/minute"),
+            previous_secrets=tuple(v.encode() for v in os.environ.get("KEYHOUSE_PREVIOUS_SECRET", "").split(",") if v),
         )
 
 
@@ -57,11 +65,14 @@ ENVIRONMENT = [
     ("KEYHOUSE_DATABASE_URL", "sqlite:///keyhouse.db", "SQLAlchemy URL of the database (PostgreSQL: "
                                                         "postgresql+psycopg://user@host/db)"),
     ("KEYHOUSE_SECRET", "", "the server secret keys are hashed under and tokens signed with"),
+    ("KEYHOUSE_PREVIOUS_SECRET", "", "secrets retired by a rotation, comma-separated: their keys still work and "
+                                     "are re-hashed under the current secret on first use"),
     ("KEYHOUSE_SECRET_FILE", ".keyhouse-secret", "where the secret is read from when KEYHOUSE_SECRET is unset "
                                                  "(made, mode 0600, on first use)"),
     ("KEYHOUSE_MAX_BODY_BYTES", "65536", "largest request body accepted (413 above it)"),
     ("KEYHOUSE_RATE_LIMIT", "100/second", "requests per key"),
     ("KEYHOUSE_ORGANIZATION_RATE_LIMIT", "1000/second", "requests per organization, all its keys together"),
+    ("KEYHOUSE_REFUSED_CREDENTIAL_LIMIT", "100/minute", "refused credentials per client address before 429"),
     ("KEYHOUSE_REDIS_URL", "", "Redis for rate limits shared by every worker and server (redis://host:6379)"),
     ("KEYHOUSE_WORKERS", "1", "worker processes of `keyhouse serve` (--workers)"),
     ("KEYHOUSE_FORWARDED_ALLOW_IPS", "", "proxies whose X-Forwarded-For is trusted (--forwarded-allow-ips)"),

@@ -24,7 +24,7 @@ log = logging.getLogger("keyhouse.ratelimit")
 class Exceeded:
     limit: int
     retry_after: int
-    scope: str  # "key" or "organization"
+    scope: str  # "key", "organization", or "client" (an address presenting refused credentials)
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after), "X-RateLimit-Limit": str(self.limit),
@@ -32,11 +32,32 @@ class Exceeded:
 
 
 class RateLimiter:
-    def __init__(self, per_key: str, per_organization: str, redis_url: str | None):
+    def __init__(self, per_key: str, per_organization: str, redis_url: str | None,
+                 refused_per_client: str = "100/minute"):
         storage = storage_from_string(f"async+{redis_url}" if redis_url else "async+memory://")
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self.per_key: RateLimitItem = parse(per_key)
         self.per_organization: RateLimitItem = parse(per_organization)
+        self.refused_per_client: RateLimitItem = parse(refused_per_client)
+
+    async def refused(self, client: str) -> None:
+        """Count one refused credential presented from `client` (an address)."""
+        try:
+            await self._limiter.hit(self.refused_per_client, f"refused:{client}")
+        except Exception:  # noqa: BLE001 - fail open, loudly, as below
+            log.exception("rate limit storage unavailable; not counting a refused credential")
+
+    async def refusing(self, client: str) -> Exceeded | None:
+        """Whether `client` has presented too many refused credentials to be heard now."""
+        identity = f"refused:{client}"
+        try:
+            if await self._limiter.test(self.refused_per_client, identity):
+                return None
+            stats = await self._limiter.get_window_stats(self.refused_per_client, identity)
+        except Exception:  # noqa: BLE001
+            log.exception("rate limit storage unavailable; letting the request through")
+            return None
+        return Exceeded(self.refused_per_client.amount, max(1, math.ceil(stats.reset_time - time.time())), "client")
 
     async def hit(self, organization_id: str, key_pk: int) -> Exceeded | None:
         """Count one request; what was exceeded, if anything (the key's limit is checked first)."""

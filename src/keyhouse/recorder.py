@@ -1,5 +1,5 @@
-"""What requests leave behind without writing to the database on their way: last-use times and
-failed authentications, gathered in memory and written in batches.
+"""What requests leave behind without writing to the database on their way: last-use times, failed
+authentications and keys to re-hash after a secret rotation, gathered in memory and written in batches.
 
 Precision: a key's `last_used_at` is at most FLUSH_SECONDS late, and a process killed hard loses at
 most that much of it (a clean stop flushes). Failed authentications are bounded in memory: under a flood
@@ -30,7 +30,11 @@ class Recorder:
         self.store = store
         self._last_used: dict[int, datetime] = {}
         self._events: deque[dict] = deque(maxlen=MAX_PENDING_EVENTS)
+        self._rehash: dict[int, tuple[str, str]] = {}
         self.dropped_events = 0
+
+    def rehash(self, key_pk: int, old_hash: str, new_hash: str) -> None:
+        self._rehash[key_pk] = (old_hash, new_hash)
 
     def used(self, key_pk: int, at: datetime) -> None:
         self._last_used[key_pk] = at
@@ -43,11 +47,13 @@ class Recorder:
     def flush(self) -> None:
         """Write what has gathered (called from a worker thread, and at shutdown)."""
         last_used, self._last_used = self._last_used, {}
+        rehash, self._rehash = self._rehash, {}
         events = [self._events.popleft() for _ in range(len(self._events))]
-        if not last_used and not events:
+        if not last_used and not events and not rehash:
             return
         try:
             with self.store.session() as s:
+                queries.rehash_keys(s, rehash)
                 queries.touch_keys(s, last_used)
                 queries.insert_events(s, events)
         except Exception:

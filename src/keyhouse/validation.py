@@ -12,7 +12,6 @@ standard formats (date-time, ipv4, ipv6), so that every consumer of it checks th
 
 from __future__ import annotations
 
-import json
 import logging
 import typing as t
 
@@ -89,8 +88,11 @@ class RequestBodyValidator(JSONRequestBodyValidator):
         if not raw:
             return None
         try:
-            return json.loads(raw.decode(self._encoding))
-        except (LookupError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            text = raw.decode(self._encoding)
+            # orjson refuses nesting deeper than 1024 levels: the json module would recurse until
+            # Python's own limit and fail with a RecursionError.
+            return orjson.loads(text)
+        except (LookupError, UnicodeDecodeError, orjson.JSONDecodeError) as e:
             raise ApiError("malformed_request", f"The request body is not valid JSON: {e}") from None
 
     def _validate(self, body):

@@ -54,6 +54,13 @@ def credential_by_hash(db: Session | Connection, key_hash: str) -> Credential | 
     return Credential(*row) if row else None
 
 
+def rehash_keys(session: Session, rehashed: dict[int, tuple[str, str]]) -> None:
+    """key pk -> (old hash, new hash): a key found under a retired secret now hashes under the current
+    one. Only a key still holding the old hash changes (a concurrent reroll or revoke wins)."""
+    for pk, (old, new) in rehashed.items():
+        session.execute(update(ApiKey).where(ApiKey.pk == pk, ApiKey.key_hash == old).values(key_hash=new))
+
+
 def credential_by_id(db: Session | Connection, organization_id: str, key_id: str) -> Credential | None:
     row = db.execute(_CREDENTIAL_BY_ID, {"organization_id": organization_id, "key_id": key_id}).first()
     return Credential(*row) if row else None
