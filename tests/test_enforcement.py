@@ -291,3 +291,27 @@ def test_last_use_is_recorded_in_batches(app, client, world):
     assert after["last_used_at"] is not None
     used = datetime.fromisoformat(after["last_used_at"].replace("Z", "+00:00"))
     assert abs(used - datetime.now(timezone.utc)) < timedelta(minutes=1)
+
+
+def test_last_uses_and_failures_wait_out_a_database_outage(app, client, world, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    me = world.acme_member
+    assert client.get(f"{API}/user/api-keys/{me.key_id}", headers=me.bearer).status_code == 200
+    assert client.get(f"{API}/api-keys", headers={"REB-APIKEY": keys.generate()}).status_code == 401
+    store, real = app.runtime.store, app.runtime.store.session
+
+    def unreachable():
+        raise OperationalError("BEGIN", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(store, "session", unreachable)
+    app.runtime.recorder.flush()  # fails: everything is kept for the next flush
+    monkeypatch.setattr(store, "session", real)
+    app.runtime.recorder.flush()
+    assert client.get(f"{API}/user/api-keys/{me.key_id}", headers=me.bearer).json()["last_used_at"] is not None
+    from sqlalchemy import func, select
+
+    from keyhouse.store.models import AuditEvent
+
+    with store.session() as s:  # the refused unknown key's event (it names no organization) was kept too
+        assert s.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "auth.failed")) == 1

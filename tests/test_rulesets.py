@@ -103,3 +103,29 @@ def test_association_input_is_validated(client, world):
         assert errors_of(r, "traffic_filter.invalid_input")["fields"] == [field]
     r = client.get(f"{API}/deployments/traffic-filter/associations/cluster/x/rulesets", headers=world.acme_admin.cloud)
     assert r.status_code == 400
+
+
+def test_an_organization_holds_at_most_1024_rulesets(app, client, world):
+    from keyhouse.api.cloud import MAX_RULESETS
+    from keyhouse.store import queries
+
+    org = world.acme_admin.organization_id
+    with app.runtime.store.session() as s:
+        for i in range(MAX_RULESETS - 1):
+            queries.insert_ruleset(s, org, name=f"r{i}", type="ip", region="us-east-1", include_by_default=False,
+                                   rules=[{"source": "192.0.2.1"}])
+    body = {"name": "last", "type": "ip", "region": "us-east-1", "rules": [{"source": "192.0.2.1"}]}
+    url = "/api/v1/deployments/traffic-filter/rulesets"
+    assert client.post(url, json=body, headers=world.acme_admin.cloud).status_code == 200
+    over = client.post(url, json=body, headers=world.acme_admin.cloud)
+    assert over.status_code == 400
+    assert over.json()["errors"][0]["code"] == over.headers["x-cloud-error-codes"] == "traffic_filter.rulesets_limit_exceeded"
+    assert client.post(url, json=body, headers=world.globex_admin.cloud).status_code == 200  # per organization
+
+
+def test_a_ruleset_holds_at_most_512_rules(client, world):
+    rules = [{"source": f"10.0.{i // 256}.{i % 256}"} for i in range(513)]
+    url = "/api/v1/deployments/traffic-filter/rulesets"
+    body = {"name": "big", "type": "ip", "region": "us-east-1", "rules": rules}
+    assert client.post(url, json=body, headers=world.acme_admin.cloud).status_code == 400
+    assert client.post(url, json={**body, "rules": rules[:512]}, headers=world.acme_admin.cloud).status_code == 200

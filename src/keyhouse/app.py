@@ -18,8 +18,6 @@ from connexion.jsonifier import Jsonifier
 from connexion.lifecycle import ConnexionRequest
 from connexion.middleware import MiddlewarePosition
 from connexion.resolver import Resolver
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
 from .auth import extractors_by_operation
@@ -30,7 +28,7 @@ from .permissions import Policy
 from .ratelimit import RateLimiter
 from .recorder import Recorder
 from .runtime import Runtime
-from .store.session import Store
+from .store.session import Store, database_unreachable
 from .validation import VALIDATOR_MAP
 
 log = logging.getLogger("keyhouse")
@@ -78,13 +76,6 @@ class _Orjson:
 
 
 RETRY_AFTER_SECONDS = 5
-
-
-def _database_unreachable(exc: Exception) -> bool:
-    """A lost or refused connection, or a pool with none to give, as opposed to a bug in a query."""
-    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def create_app(settings: Settings | None = None) -> AsyncApp:
@@ -140,7 +131,7 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
         return dress(request, from_problem(problem))
 
     def on_unexpected(request: ConnexionRequest, exc: Exception):
-        if _database_unreachable(exc):
+        if database_unreachable(exc):
             log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
             return dress(request, ApiError("unavailable", "The database is unreachable; try again shortly.",
                                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))

@@ -17,7 +17,7 @@ from anyio import to_thread
 
 from .store import queries
 from .store.models import utcnow
-from .store.session import Store
+from .store.session import Store, database_unreachable
 
 log = logging.getLogger("keyhouse.recorder")
 
@@ -56,8 +56,23 @@ class Recorder:
                 queries.rehash_keys(s, rehash)
                 queries.touch_keys(s, last_used)
                 queries.insert_events(s, events)
-        except Exception:
-            log.exception("could not record %d last uses and %d events", len(last_used), len(events))
+        except Exception as e:
+            if not database_unreachable(e):
+                log.exception("could not record %d last uses and %d events", len(last_used), len(events))
+                return
+            # The database is away (requests are answering 503 meanwhile): keep it all for the next
+            # flush. Newer last uses win; events stay bounded, the oldest dropped first.
+            log.warning("database unreachable; keeping %d last uses and %d events for the next flush",
+                        len(last_used), len(events))
+            for pk, at in last_used.items():
+                if pk not in self._last_used or self._last_used[pk] < at:
+                    self._last_used[pk] = at
+            self._rehash = {**rehash, **self._rehash}
+            for event in reversed(events):
+                if len(self._events) == self._events.maxlen:
+                    self.dropped_events += 1
+                    break
+                self._events.appendleft(event)
 
     async def run(self) -> None:
         while True:

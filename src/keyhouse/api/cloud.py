@@ -205,9 +205,16 @@ def _audit_ruleset(s, me: Principal, action: str, target_type: str, target_id: s
     queries.record(s, action=action, target_type=target_type, target_id=target_id, **me.actor())
 
 
+# Rulesets per organization (the rules of one are bounded by the spec: 512).
+MAX_RULESETS = 1024
+
+
 def create_traffic_filter_ruleset(body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
+        if queries.count_rulesets(s, me.organization_id) >= MAX_RULESETS:
+            raise ApiError("invalid_body", f"An organization holds at most {MAX_RULESETS} rulesets; delete one first.",
+                           code="traffic_filter.rulesets_limit_exceeded")
         row = queries.insert_ruleset(s, me.organization_id, **_definition(body))
         _audit_ruleset(s, me, "ruleset.created", "ruleset", row.id)
         return {"id": row.id}, 200

@@ -268,6 +268,13 @@ def touch_keys(session: Session, last_used: dict[int, datetime]) -> None:
 
 # ------------------------------------------------------------------ traffic-filter rulesets
 
+def count_rulesets(session: Session, organization_id: str) -> int:
+    """How many rulesets the organization holds, with its row locked until the transaction ends, so
+    that two creates cannot both pass a limit (SQLite's write transactions are serialized anyway)."""
+    session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
+    return session.scalar(select(func.count()).select_from(Ruleset).where(Ruleset.organization_id == organization_id))
+
+
 def insert_ruleset(session: Session, organization_id: str, **fields) -> Ruleset:
     now = utcnow()
     ruleset = Ruleset(organization_id=organization_id, created_at=now, updated_at=now, **fields)

@@ -12,6 +12,8 @@ from alembic.script import ScriptDirectory
 from anyio import to_thread
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 # Bounded waits, so that an unreachable database answers 503 in seconds instead of hanging requests.
@@ -22,6 +24,13 @@ POOL_TIMEOUT_SECONDS = 5
 SQLITE_POOL_SIZE = 40
 
 T = TypeVar("T")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """A lost or refused connection, or a pool with none to give, as opposed to a bug in a query."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 class SchemaOutOfDate(RuntimeError):
