@@ -501,13 +501,28 @@ def profile(args) -> None:
     summarize(raw, args.json.parent / f"profile-{args.profile}.txt")
 
 
+_WRAPPERS = re.compile(r"^(Observed|RequestContext|ResponseHeaders)\.__call__ \(keyhouse/|.*\(keyhouse/cli\.py")
+_FRAMEWORK = re.compile(r"\((connexion|starlette|uvicorn|anyio|asyncio|uvloop)/")
+
+
+def _keyhouses(frames: list[str]) -> bool:
+    """Whether a sample is keyhouse's own work: its handlers, auth, validators, store, logs and metrics,
+    with what they call (SQLAlchemy, fastjsonschema, ...). keyhouse's CLI and middleware wrap every
+    request: below them, a frame of Connexion, Starlette or uvicorn is the framework's work."""
+    deepest = max((i for i, frame in enumerate(frames) if "(keyhouse/" in frame), default=None)
+    if deepest is None:
+        return False
+    if not _WRAPPERS.search(frames[deepest]):
+        return True
+    below = frames[deepest + 1] if deepest + 1 < len(frames) else ""
+    return bool(below) and not _FRAMEWORK.search(below)
+
+
 def summarize(raw: Path, keep: Path) -> None:
     inclusive, own, total, ours = collections.Counter(), collections.Counter(), 0, 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        # keyhouse's share: handlers, auth, validators and store, with what they call (SQLAlchemy, ...);
-        # the rest is Connexion, Starlette and uvicorn (keyhouse's CLI and outer middleware wrap it all).
-        if re.search(r"\(keyhouse/(?!middleware|cli)", stack):
+        if _keyhouses(stack.split(";")[1:]):
             ours += int(count)
         frames = [re.sub(r" \((?:.*/)?([^/]+?):\d+\)$", r" (\1)", f) for f in stack.split(";")[1:]]
         total += int(count)
