@@ -3,6 +3,8 @@
 Starts every server as a user would (`keyhouse serve`, `uvicorn`), each on its own port, on datasets of
 1,000 and 1,000,000 keys made with keyhouse's own CLI (kept in benchmarks/.data and reused), and drives
 them with wrk on loopback: A B C, A B C, ... so that drift on a shared machine hits every variant alike.
+A fourth reference, the Connexion ceiling (benchmarks/ceiling.py), serves keyhouse's contract through
+Connexion with keyhouse's own work replaced by replayed answers: the most the framework lets through.
 Reports req/s, p50, p99 and peak RSS per worker for each run, the ratios the performance targets name,
 a soak's RSS at start and end, as a table and as JSON (benchmarks/results/latest.json by default).
 
@@ -293,6 +295,7 @@ def servers_for(args, small: dict, big: dict | None) -> dict[str, Server]:
         "floor": uvicorn("floor", "benchmarks.floor:app", floor_env, 1),
         "peer": uvicorn("peer", "benchmarks.peer:app", db_env, 1),
         "static answers": uvicorn("static", "benchmarks.floor:app", static_env, 1),
+        "connexion ceiling": uvicorn("ceiling", "benchmarks.ceiling:app", static_env, 1),
     }
     if args.workers2:
         servers["keyhouse 1k, 2 workers"] = keyhouse("keyhouse-1k-2w", small, 2)
@@ -323,12 +326,12 @@ def static_answers(server: Server, data: dict, work: Path) -> dict:
 
 def same_answers(servers: dict[str, Server], expected: dict, data: dict) -> None:
     """The references must answer what keyhouse answers, or the comparison means nothing."""
-    for name in ("floor", "peer", "static answers"):
+    for name in ("floor", "peer", "static answers", "connexion ceiling"):
         listed, headers = fetch(servers[name], LIST_PATH, {"REB-APIKEY": data["admin_key"]})
         if (listed, headers) != (expected["list"]["body"], expected["list"]["headers"]):
             raise SystemExit(f"{name} does not answer the list as keyhouse does:\n{listed[:1]}\n"
                              f"{expected['list']['body'][:1]}\n{headers} {expected['list']['headers']}")
-    for name in ("floor", "static answers"):
+    for name in ("floor", "static answers", "connexion ceiling"):
         verified, _ = fetch(servers[name], VERIFY_PATH, {"Authorization": f"Bearer {data['admin_key']}",
                                                         "Content-Type": "application/json"},
                             json.dumps({"key": data["member_key"]}).encode())
@@ -344,8 +347,10 @@ def run_suite(args) -> dict:
     logs = args.work / "logs"
     logs.mkdir()
     groups = [
-        Group("list of 20, 1,000 keys, 1 worker", "list", ["keyhouse 1k", "peer", "floor", "static answers"]),
-        Group("verify, 1,000 keys, 1 worker", "verify", ["keyhouse 1k", "floor", "static answers"]),
+        Group("list of 20, 1,000 keys, 1 worker", "list", ["keyhouse 1k", "peer", "floor", "static answers",
+                                                                 "connexion ceiling"]),
+        Group("verify, 1,000 keys, 1 worker", "verify", ["keyhouse 1k", "floor", "static answers",
+                                                         "connexion ceiling"]),
     ]
     if big:
         groups += [Group("list of 20, 1,000,000 vs 1,000 keys", "list", ["keyhouse 1M", "keyhouse 1k"]),
@@ -450,6 +455,16 @@ def report(args, groups: list[Group], soak: dict | None, errors_logged: dict) ->
     for v in verdicts:
         measured = f"{v['ratio']:.2f}x" if "ratio" in v else f"{v['value_ms']:.2f} ms"
         lines.append(f"| {v['target']} | {measured} | {'yes' if v['met'] else 'NO'} |")
+    # The framework's limit: what Connexion serves of keyhouse's contract when keyhouse's code costs nothing.
+    ceilings = []
+    for g in groups:
+        if "connexion ceiling" in g.variants:
+            ceilings.append({"group": g.title, "ceiling_vs_floor": round(g.ratio("connexion ceiling", "floor"), 3),
+                             "keyhouse_vs_ceiling": round(g.ratio("keyhouse 1k", "connexion ceiling"), 3)})
+    if ceilings:
+        lines += ["", "| scenario | Connexion ceiling / floor | keyhouse / ceiling |", "|---|---:|---:|"]
+        lines += [f"| {c['group']} | {c['ceiling_vs_floor']:.2f}x | {c['keyhouse_vs_ceiling']:.2f}x |"
+                  for c in ceilings]
     if soak:
         soak["met"] = soak["rss_end_mb"] <= 150 and soak["rss_growth"] <= 0.05
         lines += ["", f"Soak: {soak['seconds']} s of list+verify at {soak['connections']} connections on "
@@ -464,7 +479,7 @@ def report(args, groups: list[Group], soak: dict | None, errors_logged: dict) ->
               "python": platform.python_version(), "database": "postgresql" if args.database else "sqlite",
               "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds},
               "groups": [{"title": g.title, "scenario": g.scenario, "runs": [asdict(r) for r in g.runs]} for g in groups],
-              "targets": verdicts, "soak": soak, "error_lines_in_logs": errors_logged, "table": table}
+              "targets": verdicts, "ceilings": ceilings, "soak": soak, "error_lines_in_logs": errors_logged, "table": table}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     (args.json.with_suffix(".md")).write_text(table + "\n")
@@ -501,7 +516,8 @@ def profile(args) -> None:
     summarize(raw, args.json.parent / f"profile-{args.profile}.txt")
 
 
-_WRAPPERS = re.compile(r"^(Observed|RequestContext|ResponseHeaders)\.__call__ \(keyhouse/|.*\(keyhouse/cli\.py")
+_WRAPPERS = re.compile(r"^(Observed|RequestContext|ResponseHeaders)\.__call__(\.<locals>\.send_with_id)? \(keyhouse/"
+                       r"|.*\(keyhouse/cli\.py")
 _FRAMEWORK = re.compile(r"\((connexion|starlette|uvicorn|anyio|asyncio|uvloop)/")
 
 

@@ -57,3 +57,34 @@ def test_page_keys_counts_the_collection_not_the_page(app, world):
                                         order=[("description", False)], limit=1, offset=1)
     assert total == 2
     assert [r.description for r in rows] == ["k3"]
+
+
+def test_one_statement_reads_run_without_a_transaction_and_the_others_within_one(app, world):
+    """The hot lookups skip BEGIN and ROLLBACK (SQLite) or run in autocommit (PostgreSQL); a read of
+    several statements keeps its snapshot."""
+    from sqlalchemy import event
+
+    from keyhouse import keys
+
+    store, seen = app.runtime.store, []
+
+    sqlite = store.engine.dialect.name == "sqlite"
+
+    def statement(connection, _cursor, sql, *_args):
+        driver = connection.connection.dbapi_connection
+        seen.append((sql.split()[0].upper(), driver.in_transaction if sqlite else not driver.autocommit))
+
+    event.listen(store.engine, "before_cursor_execute", statement)
+    try:
+        digest = keys.hash_key(SECRET, world.acme_member.key)
+        found = store._read(queries.credential_by_hash, digest)  # what `read` runs
+        assert found is not None and found.user_id == world.acme_member.user_id
+        one = list(seen)
+        seen.clear()
+        store._read(lambda c: [queries.credential_by_hash(c, digest), queries.credential_by_hash(c, digest)])
+        several = list(seen)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", statement)
+    assert one == [("SELECT", False)]  # no BEGIN before it, no transaction around it
+    # SQLite's BEGIN is keyhouse's own statement; psycopg begins implicitly.
+    assert several == ([("BEGIN", False)] if sqlite else []) + [("SELECT", True), ("SELECT", True)]

@@ -50,6 +50,11 @@ class Store:
         self.engine: Engine = _engine(database_url)
         self._sessions = sessionmaker(self.engine.execution_options(keyhouse_writes=True), expire_on_commit=False)
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
+        # For one-statement reads. Not SQLAlchemy's AUTOCOMMIT on SQLite: resetting it afterwards would
+        # undo the connection's own transaction handling (see `_engine`).
+        self._autocommit = self.engine.execution_options(
+            **({"keyhouse_one_statement": True} if self.engine.dialect.name == "sqlite"
+               else {"isolation_level": "AUTOCOMMIT"}))
         # SQLite runs in this process and its readers never wait (WAL): a read costs tens of
         # microseconds, less than the hop to a worker thread. A server is a network round trip away.
         self.reads_inline = self.engine.dialect.name == "sqlite"
@@ -78,8 +83,10 @@ class Store:
 
     def _read(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # A plain connection, not a Session: these queries are Core statements, and a Session's
-        # bookkeeping costs more than they do. Leaving the block ends the read transaction.
-        with self.engine.connect() as connection:
+        # bookkeeping costs more than they do. Leaving the block ends the read transaction; a query
+        # marked `one_statement` needs none.
+        engine = self._autocommit if getattr(query, "one_statement", False) else self.engine
+        with engine.connect() as connection:
             return query(connection, *args, **kwargs)
 
     # ------------------------------------------------------------------ schema
@@ -140,8 +147,10 @@ def _engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):
-            writes = connection.get_execution_options().get("keyhouse_writes")
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+            options = connection.get_execution_options()
+            if options.get("keyhouse_one_statement"):
+                return  # the statement is its own transaction
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get("keyhouse_writes") else "BEGIN")
 
         return engine
     # hide_parameters: a statement's values (a key's hash, say) stay out of error messages and logs.

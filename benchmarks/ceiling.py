@@ -1,0 +1,72 @@
+"""The ceiling: Connexion serving keyhouse's contract with keyhouse's own work taken out.
+
+The same spec, validator map, JSON encoder and options as `keyhouse serve` (strict request validation,
+response validation on), the same uvicorn; but no keyhouse middleware, and every security function and
+handler replays keyhouse's own answers from memory (the file `benchmarks/run.py` records, as for the
+static server). What it serves per second is the most keyhouse could serve if its own code cost nothing:
+the framework's share of a request, measured rather than read from a profile.
+
+    KEYHOUSE_BENCH_STATIC=answers.json uvicorn benchmarks.ceiling:app
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import yaml
+from connexion import AsyncApp
+from connexion.jsonifier import Jsonifier
+from connexion.resolver import Resolver
+
+from keyhouse.app import _Orjson, spec_path
+from keyhouse.validation import VALIDATOR_MAP
+
+with open(os.environ["KEYHOUSE_BENCH_STATIC"]) as f:
+    _answers = json.load(f)
+_KEY = _answers["key"]
+_TOKEN_INFO = {"sub": "bench"}
+_HEADERS = {"X-Request-Id": "bench"}
+
+
+async def authenticate(credential: str, request=None):
+    """Every scheme's security function: the one admin key of the answers file, in any scheme's form."""
+    return _TOKEN_INFO if credential.removeprefix("ApiKey ") == _KEY else None
+
+
+async def get_api_key_collection(**_params):
+    return _answers["list"]["body"], 200, {**_HEADERS, **_answers["list"]["headers"]}
+
+
+async def verify_key(body: dict, **_params):
+    known = _answers["verify"]
+    answer = known["body"] if body["key"] == known["key"] else {"valid": False, "code": "NOT_FOUND"}
+    return answer, 200, _HEADERS
+
+
+_HANDLERS = {"getApiKeyCollection": get_api_key_collection, "verifyKey": verify_key}
+
+
+def _contract() -> dict:
+    spec = yaml.safe_load(spec_path().read_text())
+    for scheme in spec["components"]["securitySchemes"].values():
+        for name in ("x-apikeyInfoFunc", "x-bearerInfoFunc"):
+            if name in scheme:
+                scheme[name] = "benchmarks.ceiling.authenticate"
+    return spec
+
+
+async def _unmeasured(**_params):
+    raise NotImplementedError  # only the two measured operations are served
+
+
+app = AsyncApp(__name__)
+app.add_api(
+    _contract(),
+    resolver=Resolver(function_resolver=lambda operation_id: _HANDLERS.get(operation_id, _unmeasured)),
+    strict_validation=True,
+    validate_responses=True,
+    pythonic_params=True,
+    validator_map=VALIDATOR_MAP,
+    jsonifier=Jsonifier(_Orjson),
+)
