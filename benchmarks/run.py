@@ -549,7 +549,8 @@ def summarize(raw: Path, keep: Path) -> None:
     keep.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(raw, keep.with_suffix(".folded"))
     lines = [f"{total} samples holding the GIL (folded stacks: {keep.with_suffix('.folded')})",
-             f"in keyhouse's handlers, auth, validators and store (and what they call): {100 * ours / total:.0f}%; "
+             f"in keyhouse's code (middleware, handlers, auth, validators, store, and what they call): "
+             f"{100 * ours / total:.0f}%; "
              f"in Connexion, Starlette and uvicorn: {100 * (total - ours) / total:.0f}%", "",
              "share of CPU time inside (inclusive):"]
     lines += [f"  {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(45)]
