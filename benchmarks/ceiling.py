@@ -1,10 +1,11 @@
 """The ceiling: Connexion serving keyhouse's contract with keyhouse's own work taken out.
 
-The same spec, validator map, JSON encoder and options as `keyhouse serve` (strict request validation,
-response validation on), the same uvicorn; but no keyhouse middleware, and every security function and
-handler replays keyhouse's own answers from memory (the file `benchmarks/run.py` records, as for the
-static server). What it serves per second is the most keyhouse could serve if its own code cost nothing:
-the framework's share of a request, measured rather than read from a profile.
+The same spec and the same Connexion options as `keyhouse serve` (`keyhouse.app.API_OPTIONS`: strict
+request validation, response validation, the compiled validators, the JSON encoder), the same uvicorn;
+but no keyhouse middleware, and the security functions and the two measured handlers replay keyhouse's
+own answers from memory (the file `benchmarks/run.py` records, as for the static server). What it
+serves per second is the most keyhouse could serve if its own code cost nothing: the framework's share
+of a request, measured rather than read from a profile.
 
     KEYHOUSE_BENCH_STATIC=answers.json uvicorn benchmarks.ceiling:app
 """
@@ -16,11 +17,9 @@ import os
 
 import yaml
 from connexion import AsyncApp
-from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 
-from keyhouse.app import _Orjson, spec_path
-from keyhouse.validation import VALIDATOR_MAP
+from keyhouse.app import API_OPTIONS, spec_path
 
 with open(os.environ["KEYHOUSE_BENCH_STATIC"]) as f:
     _answers = json.load(f)
@@ -61,12 +60,4 @@ async def _unmeasured(**_params):
 
 
 app = AsyncApp(__name__)
-app.add_api(
-    _contract(),
-    resolver=Resolver(function_resolver=lambda operation_id: _HANDLERS.get(operation_id, _unmeasured)),
-    strict_validation=True,
-    validate_responses=True,
-    pythonic_params=True,
-    validator_map=VALIDATOR_MAP,
-    jsonifier=Jsonifier(_Orjson),
-)
+app.add_api(_contract(), resolver=Resolver(function_resolver=lambda op: _HANDLERS.get(op, _unmeasured)), **API_OPTIONS)

@@ -479,7 +479,8 @@ def report(args, groups: list[Group], soak: dict | None, errors_logged: dict) ->
               "python": platform.python_version(), "database": "postgresql" if args.database else "sqlite",
               "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds},
               "groups": [{"title": g.title, "scenario": g.scenario, "runs": [asdict(r) for r in g.runs]} for g in groups],
-              "targets": verdicts, "ceilings": ceilings, "soak": soak, "error_lines_in_logs": errors_logged, "table": table}
+              "targets": verdicts, "ceilings": ceilings, "soak": soak, "error_lines_in_logs": errors_logged,
+              "table": table}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     (args.json.with_suffix(".md")).write_text(table + "\n")
@@ -516,15 +517,16 @@ def profile(args) -> None:
     summarize(raw, args.json.parent / f"profile-{args.profile}.txt")
 
 
-_WRAPPERS = re.compile(r"^(Observed|RequestContext|ResponseHeaders)\.__call__(\.<locals>\.send_with_id)? \(keyhouse/"
-                       r"|.*\(keyhouse/cli\.py")
+# keyhouse's modules that wrap the framework rather than run inside it: the CLI that starts uvicorn, the
+# HTTP protocol it hands uvicorn, and the ASGI middleware around Connexion.
+_WRAPPERS = re.compile(r"\(keyhouse/(cli|protocol|middleware)\.py")
 _FRAMEWORK = re.compile(r"\((connexion|starlette|uvicorn|anyio|asyncio|uvloop)/")
 
 
 def _keyhouses(frames: list[str]) -> bool:
     """Whether a sample is keyhouse's own work: its handlers, auth, validators, store, logs and metrics,
-    with what they call (SQLAlchemy, fastjsonschema, ...). keyhouse's CLI and middleware wrap every
-    request: below them, a frame of Connexion, Starlette or uvicorn is the framework's work."""
+    with what they call (SQLAlchemy, fastjsonschema, ...). Below one of keyhouse's wrappers, a frame of
+    Connexion, Starlette or uvicorn is the framework's work."""
     deepest = max((i for i, frame in enumerate(frames) if "(keyhouse/" in frame), default=None)
     if deepest is None:
         return False

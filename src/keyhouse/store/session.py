@@ -50,11 +50,7 @@ class Store:
         self.engine: Engine = _engine(database_url)
         self._sessions = sessionmaker(self.engine.execution_options(keyhouse_writes=True), expire_on_commit=False)
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
-        # For one-statement reads. Not SQLAlchemy's AUTOCOMMIT on SQLite: resetting it afterwards would
-        # undo the connection's own transaction handling (see `_engine`).
-        self._autocommit = self.engine.execution_options(
-            **({"keyhouse_one_statement": True} if self.engine.dialect.name == "sqlite"
-               else {"isolation_level": "AUTOCOMMIT"}))
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")  # one-statement reads
         # SQLite runs in this process and its readers never wait (WAL): a read costs tens of
         # microseconds, less than the hop to a worker thread. A server is a network round trip away.
         self.reads_inline = self.engine.dialect.name == "sqlite"
@@ -132,12 +128,13 @@ def _engine(url: str) -> Engine:
         in_memory = url in ("sqlite://", "sqlite:///:memory:")
         pool = {} if in_memory else {"pool_size": SQLITE_POOL_SIZE, "max_overflow": 0,
                                      "pool_timeout": POOL_TIMEOUT_SECONDS}
+        # The driver in autocommit, said to SQLAlchemy (so that it keeps it so): pysqlite's own transaction
+        # handling begins late and never for reads, so keyhouse emits BEGIN itself (below).
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15}, hide_parameters=True,
-                               **pool)
+                               isolation_level="AUTOCOMMIT", **pool)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record):
-            connection.isolation_level = None  # keyhouse emits BEGIN itself (below)
             cursor = connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             # Readers do not wait for the writer. The mode is kept in the file; setting it takes a lock.
@@ -148,8 +145,8 @@ def _engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):
             options = connection.get_execution_options()
-            if options.get("keyhouse_one_statement"):
-                return  # the statement is its own transaction
+            if options.get("isolation_level") == "AUTOCOMMIT":
+                return  # asked for explicitly (Store.read of a one-statement query): no transaction
             connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get("keyhouse_writes") else "BEGIN")
 
         return engine
