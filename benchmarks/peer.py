@@ -18,7 +18,7 @@ from urllib.parse import quote
 from fastapi import Depends, FastAPI, HTTPException, Query, Response, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, field_serializer
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyhouse import keys
@@ -62,7 +62,7 @@ def caller(db: Annotated[Session, Depends(database)],
     if presented is None or not keys.is_well_formed(presented):
         raise HTTPException(401, "The supplied API key is invalid.")
     digest = keys.hash_key(settings.secret, presented)
-    key = db.scalars(select(ApiKey).where(or_(ApiKey.key_hash == digest, ApiKey.previous_key_hash == digest))).first()
+    key = db.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
     if key is None or key.revoked_at is not None:
         raise HTTPException(401, "The supplied API key is invalid.")
     return key

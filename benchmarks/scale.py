@@ -62,13 +62,18 @@ def main() -> int:
             with store.session() as s:
                 org = queries.create_organization(s, label).id
                 user = queries.create_user(s, org, f"{label}@bench.test", "admin").id
-                _, key = queries.issue_key(s, SECRET, organization_id=org, user_id=user, description="bench")
+                _, key = queries.issue_key(s, SECRET, organization_id=org, user_id=user, description="Ärger bench",
+                                           api_user="Élodie Ærøskøbing")
             actors[label] = key
             env = {**os.environ, "KEYHOUSE_DATABASE_URL": url, "KEYHOUSE_SECRET": SECRET.decode()}
             subprocess.run([sys.executable, "-m", "keyhouse.cli", "keys", "load", "--organization", org, "--user", user,
                             "--count", str(count)], env=env, check=True)
         with store.engine.begin() as connection:
             connection.exec_driver_sql("ANALYZE")
+            ids = {label: connection.execute(text(
+                "SELECT k.id FROM api_keys k JOIN organizations o ON o.id = k.organization_id "
+                "WHERE o.name = :label AND k.description = 'synthetic 0000042'"), {"label": label}).scalar_one()
+                for label in actors}
         store.dispose()
 
         app = create_app(Settings(database_url=url, secret=SECRET, rate_limit="1000000/second",
@@ -83,6 +88,21 @@ def main() -> int:
                         assert r.status_code == 200, r.text
                     row[label] = median_ms(call, args.repeat)
                 results.append(row)
+            # The filters compare folded text through an index per field, spelled here in another case
+            # than stored (Unicode too): one key matches each, and then 1% of the keys (whose total is
+            # counted, so that case grows with the matches, not with the collection).
+            for field, value, label in (("id", None, "1 match"), ("description", "ÄRGER BENCH", "1 match"),
+                                        ("apiUser", "ÉLODIE ÆRØSKØBING", "1 match"), ("apiUser", "USER42", "1%")):
+                row = {"case": f"list filter={field} ({label})"}
+                for label, key in actors.items():
+                    wanted = value or ids[label].upper()
+
+                    def call(key=key, wanted=wanted):
+                        r = client.get("/api/v1/api-keys", params={"limit": 20, "filter": f"{field}:{wanted}"},
+                                       headers={"REB-APIKEY": key})
+                        assert r.status_code == 200 and r.json(), r.text
+                    row[label] = median_ms(call, args.repeat)
+                results.append(row)
             row = {"case": "verify"}
             for label, key in actors.items():
                 def call(key=key):
@@ -90,10 +110,10 @@ def main() -> int:
                     assert r.json()["valid"], r.text
                 row[label] = median_ms(call, args.repeat)
             results.append(row)
-        print(f"{'case':28} {args.small:>10,} keys {args.big:>12,} keys   ratio")
+        print(f"{'case':34} {args.small:>10,} keys {args.big:>12,} keys   ratio")
         for row in results:
             row["ratio"] = round(row["big"] / row["small"], 2)
-            print(f"{row['case']:28} {row['small']:13.2f} ms {row['big']:15.2f} ms   {row['ratio']:.2f}")
+            print(f"{row['case']:34} {row['small']:13.2f} ms {row['big']:15.2f} ms   {row['ratio']:.2f}")
         print(json.dumps({"small": args.small, "big": args.big, "cores": os.cpu_count(), "results": results}))
     finally:
         if not args.keep:

@@ -129,10 +129,11 @@ def test_reroll_with_grace_keeps_both_secrets_until_it_ends(app, client, world):
     assert listed[made["id"]]["allowed_scopes"] == ["listMyApiKeys"]  # everything else is kept
     assert listed[made["id"]]["masked_key"] == new["key"][:7] + "…" + new["key"][-4:]
     # past the grace window the old secret is refused
-    from keyhouse.store import queries
+    from sqlalchemy import update
+
+    from keyhouse.store.models import RetiredSecret
     with app.runtime.store.session() as s:
-        row = queries.get_key(s, world.acme_member.organization_id, made["id"])
-        row.previous_valid_until = datetime.now(timezone.utc) - timedelta(seconds=1)
+        s.execute(update(RetiredSecret).values(valid_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
     old = client.get(f"{API}/user/api-keys", headers={"Authorization": f"Bearer {made['key']}"})
     assert old.status_code == 401 and "revoked" in old.json()["detail"]
     assert client.get(f"{API}/user/api-keys", headers={"Authorization": f"Bearer {new['key']}"}).status_code == 200
@@ -228,7 +229,7 @@ def test_a_token_carries_its_keys_permissions(client, world):
 def _claims(world, **overrides):
     now = datetime.now(timezone.utc)
     return {"iss": "keyhouse", "sub": world.acme_admin.user_id, "org": world.acme_admin.organization_id,
-            "kid": world.acme_admin.key_id, "perms": ["*"], "iat": now, "exp": now + timedelta(minutes=5), **overrides}
+            "kid": world.acme_admin.key_id, "ver": 1, "perms": ["*"], "iat": now, "exp": now + timedelta(minutes=5), **overrides}
 
 
 @pytest.mark.parametrize("forge", [

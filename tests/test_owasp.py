@@ -100,7 +100,7 @@ class Victim:
             query = select(ApiKey).where(ApiKey.organization_id == self.admin.organization_id)
             if owner:
                 query = query.where(ApiKey.user_id == owner)
-            state = [(k.id, k.key_hash, k.previous_key_hash, k.revoked_at, k.description, k.permissions, k.acl,
+            state = [(k.id, k.key_hash, k.secret_version, k.revoked_at, k.description, k.permissions, k.acl,
                       k.allowed_ips, k.expires_at, k.type, k.updated_at) for k in s.scalars(query.order_by(ApiKey.pk))]
             if owner is None:
                 state += [(r.id, r.name, r.rules, r.region, r.include_by_default) for r in s.scalars(

@@ -22,9 +22,9 @@ import functools
 import hashlib
 import hmac
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jwt
 from connexion.security import NO_VALUE
@@ -49,6 +49,7 @@ class Principal:
     key_type: str
     permissions: tuple[str, ...]
     ip: str | None  # the client address, for the audit trail
+    secret_version: int  # of the secret the caller presented (or its token was made from)
 
     @property
     def is_admin(self) -> bool:
@@ -94,17 +95,44 @@ def _authorization(headers, expected: str) -> str | None:
     return credential.strip() if scheme.lower() == expected else None
 
 
-def extractors_by_operation(spec: dict) -> dict[str, list[Extractor]]:
-    """operationId -> how to read each credential it accepts, in the spec's order."""
-    schemes = {name: _extractor(s) for name, s in spec["components"]["securitySchemes"].items()}
+class Credentials(NamedTuple):
+    """How an operation's credentials are read: one reader per scheme it accepts, in the spec's order,
+    and the headers that carry them."""
+
+    readers: list[Extractor]
+    headers: dict[bytes, str]  # the lower-case name, as in the ASGI scope -> the name as the spec spells it
+
+
+def _header_of(scheme: dict) -> str:
+    return "Authorization" if scheme["type"] == "http" else scheme["name"]
+
+
+def extractors_by_operation(spec: dict) -> dict[str, Credentials]:
+    """operationId -> how to read each credential it accepts."""
+    schemes = spec["components"]["securitySchemes"]
+    readers = {name: _extractor(scheme) for name, scheme in schemes.items()}
     default = spec.get("security", [])
     table = {}
     for item in spec["paths"].values():
         for operation in item.values():
             if isinstance(operation, dict) and "operationId" in operation:
-                requirements = operation.get("security", default)
-                table[operation["operationId"]] = [schemes[name] for req in requirements for name in req]
+                names = [name for req in operation.get("security", default) for name in req]
+                spelled = [_header_of(schemes[n]) for n in names]
+                table[operation["operationId"]] = Credentials([readers[n] for n in names],
+                                                              {h.lower().encode(): h for h in spelled})
     return table
+
+
+def _repeated(raw_headers: list[tuple[bytes, bytes]], credential_headers: dict[bytes, str]) -> str | None:
+    """The first credential header the request sends more than once. `Authorization` is no list header
+    (RFC 9110 11.6.2): a proxy that reads the last copy and keyhouse the first would see two callers."""
+    seen = set()
+    for name, _ in raw_headers:
+        if name in credential_headers:
+            if name in seen:
+                return credential_headers[name]
+            seen.add(name)
+    return None
 
 
 # ------------------------------------------------------------------ the security functions of the spec
@@ -136,7 +164,11 @@ def client_ip(scope) -> str | None:
 async def _resolve(scope, headers):
     rt = runtime.current()
     operation_id = scope["extensions"]["connexion_routing"]["operation_id"]
-    presented = [found for read in rt.extractors[operation_id] if (found := read(headers)) is not None]
+    accepted = rt.extractors[operation_id]
+    if (repeated := _repeated(scope["headers"], accepted.headers)) is not None:
+        metrics.AUTH_FAILURES.labels("repeated credential header").inc()
+        raise ApiError("unauthorized", f"The {repeated} header is sent more than once; send one.")
+    presented = [found for read in accepted.readers if (found := read(headers)) is not None]
     if not presented:
         return NO_VALUE
     ip = client_ip(scope)
@@ -188,11 +220,9 @@ def verdict(credential: queries.Credential | None, digest: str | None, now: date
     if credential is None:
         return "NOT_FOUND"
     if digest is not None and not hmac.compare_digest(credential.key_hash, digest):
-        # Matched on the previous secret of a reroll: valid only inside the grace window.
-        if credential.previous_key_hash is None or not hmac.compare_digest(credential.previous_key_hash, digest):
-            return "NOT_FOUND"
-        if credential.previous_valid_until is None or credential.previous_valid_until <= now:
-            return "REVOKED"
+        return "NOT_FOUND"
+    if credential.retired_until is not None and credential.retired_until <= now:
+        return "REVOKED"  # rerolled away, its grace over: valid only inside the window
     if credential.revoked_at is not None and credential.revoked_at <= now:
         return "REVOKED"
     if credential.expires_at is not None and credential.expires_at <= now:
@@ -204,10 +234,16 @@ def ip_allowed(allowed_ips: list | None, ip: str | None) -> bool:
     if not allowed_ips:
         return True
     try:
-        address = ipaddress.ip_address(ip or "")
+        address = _unmapped(ipaddress.ip_address(ip or ""))
     except ValueError:
         return False  # a peer that is no IP address (a Unix socket, a test client) matches no rule
     return any(address in network for network in _networks(tuple(allowed_ips)))
+
+
+def _unmapped(address):
+    """An IPv4-mapped IPv6 address (`::ffff:192.0.2.10`, as dual-stack sockets report IPv4 peers) is the
+    IPv4 host it maps; every other address is itself."""
+    return getattr(address, "ipv4_mapped", None) or address
 
 
 @functools.lru_cache(maxsize=4096)
@@ -215,9 +251,13 @@ def _networks(allowed_ips: tuple[str, ...]) -> list:
     networks = []
     for entry in allowed_ips:
         try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
+            network = ipaddress.ip_network(entry, strict=False)
         except ValueError:
             continue  # the spec's patterns admit a few forms ipaddress does not: such an entry matches nothing
+        mapped = _unmapped(network.network_address)
+        if network.version == 6 and mapped is not network.network_address and network.prefixlen >= 96:
+            network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")  # ::ffff:a.b.c.d/n as IPv4
+        networks.append(network)
     return networks
 
 
@@ -235,7 +275,7 @@ def _principal(credential: queries.Credential, ip: str | None, permissions=None)
     held = credential.permissions if permissions is None else [p for p in permissions if p in credential.permissions
                                                                  or "*" in credential.permissions]
     return Principal(credential.key_pk, credential.key_id, credential.user_id, credential.organization_id,
-                     credential.role, credential.type, tuple(held), ip)
+                     credential.role, credential.type, tuple(held), ip, credential.secret_version)
 
 
 async def lookup(rt: runtime.Runtime, presented: str) -> tuple[queries.Credential | None, str | None]:
@@ -249,7 +289,7 @@ async def lookup(rt: runtime.Runtime, presented: str) -> tuple[queries.Credentia
         # the current one (in the background: the request writes nothing).
         old = keys.hash_key(retired, presented)
         if (credential := await rt.store.read(queries.credential_by_hash, old)) is not None:
-            if hmac.compare_digest(credential.key_hash, old):
+            if credential.retired_until is None:  # a current secret (a retired one stays as it was)
                 rt.recorder.rehash(credential.key_pk, old, digest)
             return credential, old
     return credential, digest
@@ -278,7 +318,8 @@ def _jwt_key(secret: bytes) -> bytes:
 def issue_token(rt: runtime.Runtime, who: Principal, expires_in: int) -> str:
     now = utcnow()
     claims = {"iss": JWT_ISSUER, "sub": who.user_id, "org": who.organization_id, "kid": who.key_id,
-              "perms": list(who.permissions), "iat": now, "exp": now + timedelta(seconds=expires_in)}
+              "ver": who.secret_version, "perms": list(who.permissions), "iat": now,
+              "exp": now + timedelta(seconds=expires_in)}
     return jwt.encode(claims, _jwt_key(rt.settings.secret), algorithm=JWT_ALGORITHM)
 
 
@@ -288,10 +329,18 @@ def _decode(token: str, secret: bytes, retired: tuple[bytes, ...]) -> dict:
     for signing in (secret, *retired):
         try:
             return jwt.decode(token, _jwt_key(signing), algorithms=[JWT_ALGORITHM], issuer=JWT_ISSUER,
-                              options={"require": ["exp", "iat", "iss", "sub", "org", "kid", "perms"]})
+                              options={"require": ["exp", "iat", "iss", "sub", "org", "kid", "ver", "perms"]})
         except jwt.InvalidSignatureError:
             continue
     raise jwt.InvalidSignatureError("no secret signed this token")
+
+
+async def _retired(rt: runtime.Runtime, credential: queries.Credential, version) -> queries.Credential | None:
+    """The key as seen through its secret `version`, which a reroll retired; None if it never had it."""
+    if type(version) is not int:
+        return None
+    until = await rt.store.read(queries.retired_until, credential.key_pk, version)
+    return None if until is None else replace(credential, secret_version=version, retired_until=until)
 
 
 async def _from_jwt(rt: runtime.Runtime, token: str, ip: str | None) -> Principal:
@@ -301,8 +350,11 @@ async def _from_jwt(rt: runtime.Runtime, token: str, ip: str | None) -> Principa
         raise Refused("token expired", "The supplied token has expired.") from None
     except jwt.PyJWTError:
         raise Refused("bad token", "The supplied token is invalid.") from None
-    # A token dies with its key: the key is looked up again, and its permissions bound the token's.
+    # A token dies with its key, and with the secret it was made from: the key is looked up again, its
+    # permissions bound the token's, and a secret rerolled away since counts only inside its grace window.
     credential = await rt.store.read(queries.credential_by_id, str(claims["org"]), str(claims["kid"]))
+    if credential is not None and claims["ver"] != credential.secret_version:
+        credential = await _retired(rt, credential, claims["ver"])
     state = verdict(credential, None, utcnow())
     if state != "VALID":
         raise Refused("token of a " + state.lower().replace("_", " ") + " key", _MESSAGES[state],

@@ -187,7 +187,10 @@ def allowed_methods(spec_paths: dict, path: str) -> list[str]:
         # `/user/api-keys/{id}`, as the router tries them.
         pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
         if re.match(pattern, rest):
-            return sorted(m.upper() for m in methods if m in _HTTP_METHODS)
+            declared = {m.upper() for m in methods if m in _HTTP_METHODS}
+            if "GET" in declared:
+                declared.add("HEAD")  # the router answers HEAD wherever it answers GET
+            return sorted(declared)
     return []
 
 

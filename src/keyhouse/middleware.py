@@ -106,6 +106,7 @@ class RequestContext:
         # Connexion's router records the operation in scope["extensions"] of a shallow copy of this
         # scope: made here, the dict is shared, and the operation visible on the way out (see Observed).
         scope.setdefault("extensions", {})
+        scope = _media_type_in_lower_case(scope)
         token = runtime.bind(self.runtime)
         try:
             receive = self._capped(scope, receive)
@@ -139,6 +140,21 @@ class RequestContext:
             return message
 
         return capped_receive
+
+
+def _media_type_in_lower_case(scope: Scope) -> Scope:
+    """`Content-Type: Application/JSON` is application/json (media type names are case-insensitive,
+    RFC 9110 8.3.1). Connexion looks the declared body schema up by the exact name, and a spelling it
+    does not find would skip validation; so the name is written in lower case before routing."""
+    headers = scope["headers"]
+    for i, (name, value) in enumerate(headers):
+        if name == b"content-type":
+            media_type, sep, parameters = value.partition(b";")
+            if media_type != media_type.lower():
+                headers = list(headers)
+                headers[i] = (name, media_type.lower() + sep + parameters)
+                return dict(scope, headers=headers)
+    return scope
 
 
 def _is_chunked(scope: Scope) -> bool:

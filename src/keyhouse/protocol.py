@@ -17,17 +17,32 @@ MAX_HEAD_BYTES = 64 * 1024
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes = 0  # bytes received since the current request's head began (0: between requests)
     _in_head = True
+    _heads_begun = 0
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
+        """Counts only the bytes of a head: when the head ends inside this read, the parser says so
+        (on_headers_complete) and what follows it is body, which the body cap bounds, not this one."""
+        if not self._in_head:
+            super().data_received(data)
+            return
+        room = MAX_HEAD_BYTES - self._head_bytes
+        if len(data) <= room:
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._refuse_head()
-                return
-        super().data_received(data)
+            super().data_received(data)
+            return
+        self._head_bytes = MAX_HEAD_BYTES
+        heads = self._heads_begun
+        super().data_received(data[:room])  # the most a head may be: does it end in there?
+        if self.transport.is_closing():
+            return  # the parser refused it already
+        if self._in_head and self._heads_begun == heads:
+            self._refuse_head()
+            return
+        self.data_received(data[room:])  # a body, or a pipelined request's head counted afresh
 
     def on_message_begin(self) -> None:
         self._in_head, self._head_bytes = True, 0
+        self._heads_begun += 1
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:

@@ -87,6 +87,11 @@ class RequestBodyValidator(JSONRequestBodyValidator):
         raw = b"".join([message async for message in stream])
         if not raw:
             return None
+        if not any(name == b"content-type" for name, _ in scope["headers"]):
+            # Connexion would guess the operation's media type for a body that names none; a body
+            # is read as what it says it is, or not at all.
+            raise ApiError("unsupported_media_type", "The request body has no Content-Type; send it as "
+                           "application/json.")
         try:
             text = raw.decode(self._encoding)
             # orjson refuses nesting deeper than 1024 levels: the json module would recurse until

@@ -135,7 +135,8 @@ def put_api_key_resource(id_: str, body: dict, token_info: dict):
             plaintext = queries.reissue_key(s, secret(), row, user_id=me.user_id, **fields)
         if plaintext is None:
             if not me.is_admin and row.user_id != me.user_id:
-                raise ApiError("forbidden", "This API key belongs to another user.")
+                # As GET answers: another user's key does not exist for a member.
+                raise ApiError("not_found", "The API key can't be found.")
             queries.update_key(s, row, **fields)
             _audit(s, me, "key.updated", row)
             return _key(row), 200

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func, text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -17,6 +17,13 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def fold(value: str | None) -> str | None:
+    """How keyhouse compares text ignoring case: Unicode full case folding, in Python. Neither database
+    can be trusted to do it alike: SQLite's lower() folds ASCII only, PostgreSQL's follows the database's
+    locale. So the folded form is stored beside the text (ApiKey.FOLDED) and compared there."""
+    return None if value is None else value.casefold()
 
 
 class UtcDateTime(TypeDecorator):
@@ -73,11 +80,12 @@ class ApiKey(Base):
         *(Index(f"ix_api_keys_live_{column}", "organization_id", column, "pk",
                 postgresql_where=text("revoked_at IS NULL"), sqlite_where=text("revoked_at IS NULL"))
           for column in ("created_at", "updated_at", "description", "type", "api_user")),
-        # The filters compare case-insensitively.
-        *(Index(f"ix_api_keys_lower_{column}", "organization_id", func.lower(column_expression))
-          for column, column_expression in (("id", text("id")), ("description", text("description")),
-                                            ("api_user", text("api_user")))),
+        # The filters compare the folded forms (see `fold`), each through an index of its own.
+        *(Index(f"ix_api_keys_folded_{column}", "organization_id", f"{column}_folded")
+          for column in ("id", "description", "api_user")),
     )
+    # column -> the column holding its folded form, kept in step on every insert and update (below).
+    FOLDED = {"id": "id_folded", "description": "description_folded", "api_user": "api_user_folded"}
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(50), default=new_id)
@@ -95,14 +103,41 @@ class ApiKey(Base):
     # HMAC-SHA256 of the key under the server secret: the only trace of the key that is kept.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key_hint: Mapped[str] = mapped_column(String(16))
-    # After a reroll, the old secret's hash stays valid until previous_valid_until (the grace window).
-    previous_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
-    previous_valid_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Counts the key's secrets: a reroll or a reissue gives it a new one. Tokens carry the version of the
+    # secret they were made from, and die with it (see RetiredSecret).
+    secret_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    id_folded: Mapped[str] = mapped_column(Text)
+    description_folded: Mapped[str] = mapped_column(Text)
+    api_user_folded: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+@event.listens_for(ApiKey, "before_insert")
+@event.listens_for(ApiKey, "before_update")
+def _keep_folded(_mapper, _connection, key: ApiKey) -> None:
+    if key.id is None:
+        key.id = new_id()  # the default, drawn here so that its folded form is known too
+    for column, folded in ApiKey.FOLDED.items():
+        setattr(key, folded, fold(getattr(key, column)))
+
+
+class RetiredSecret(Base):
+    """A secret a reroll or a reissue took from its key. It keeps authenticating until `valid_until` (a
+    reroll's grace window; the moment of retirement otherwise), and after that a presented retired secret
+    is REVOKED, not a key that never existed. A token made from it dies with it (its `version`)."""
+
+    __tablename__ = "retired_secrets"
+    __table_args__ = (Index("ix_retired_secrets_key_version", "key_pk", "version"),)
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_pk: Mapped[int] = mapped_column(ForeignKey("api_keys.pk", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)  # the key's secret_version while this was its secret
+    retired_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Ruleset(Base):

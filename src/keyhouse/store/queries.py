@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, NamedTuple, Sequence
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import keys
-from .models import ApiKey, Association, AuditEvent, Organization, Ruleset, User, utcnow
+from .models import ApiKey, Association, AuditEvent, Organization, RetiredSecret, Ruleset, User, fold, utcnow
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,9 @@ class Credential:
 
     key_pk: int
     key_id: str
-    key_hash: str
-    previous_key_hash: str | None
-    previous_valid_until: datetime | None
+    key_hash: str  # the hash the lookup matched: the key's current secret, or a retired one
+    secret_version: int  # that secret's version
+    retired_until: datetime | None  # a retired secret's end of grace; None for the current secret
     organization_id: str
     user_id: str
     role: str
@@ -36,31 +36,48 @@ class Credential:
 
 # The hot paths (authentication, verify, the billing list) run prebuilt Core statements on a plain
 # connection: building a statement and loading ORM objects cost more than the indexed lookup itself.
-_keys, _users = ApiKey.__table__, User.__table__
+_keys, _users, _retired = ApiKey.__table__, User.__table__, RetiredSecret.__table__
+_KEY_COLUMNS = (_keys.c.organization_id, _keys.c.user_id, _users.c.role, _keys.c.type, _keys.c.permissions,
+                _keys.c.allowed_ips, _keys.c.expires_at, _keys.c.revoked_at)
 _CREDENTIAL = select(
-    _keys.c.pk, _keys.c.id, _keys.c.key_hash, _keys.c.previous_key_hash, _keys.c.previous_valid_until,
-    _keys.c.organization_id, _keys.c.user_id, _users.c.role, _keys.c.type, _keys.c.permissions,
-    _keys.c.allowed_ips, _keys.c.expires_at, _keys.c.revoked_at,
+    _keys.c.pk, _keys.c.id, _keys.c.key_hash, _keys.c.secret_version, null(), *_KEY_COLUMNS,
 ).join(_users, _users.c.id == _keys.c.user_id)
-_CREDENTIAL_BY_HASH = _CREDENTIAL.where(
-    or_(_keys.c.key_hash == bindparam("digest"), _keys.c.previous_key_hash == bindparam("digest")))
+_CREDENTIAL_BY_HASH = _CREDENTIAL.where(_keys.c.key_hash == bindparam("digest"))
 _CREDENTIAL_BY_ID = _CREDENTIAL.where(
     _keys.c.organization_id == bindparam("organization_id"), _keys.c.id == bindparam("key_id"))
+_RETIRED_BY_HASH = (
+    select(_keys.c.pk, _keys.c.id, _retired.c.key_hash, _retired.c.version, _retired.c.valid_until, *_KEY_COLUMNS)
+    .select_from(_retired.join(_keys, _keys.c.pk == _retired.c.key_pk).join(_users, _users.c.id == _keys.c.user_id))
+    .where(_retired.c.key_hash == bindparam("digest")))
+_RETIRED_UNTIL = select(_retired.c.valid_until).where(
+    _retired.c.key_pk == bindparam("key_pk"), _retired.c.version == bindparam("version"))
 
 
 def one_statement(query):
-    """Marks a read that runs a single statement: `Store.read` runs it without a transaction around it
-    (a statement is atomic on its own), which spares SQLite a BEGIN and a ROLLBACK, and PostgreSQL two
-    round trips."""
+    """Marks a read that needs no transaction around it: `Store.read` runs it without one, which spares
+    SQLite a BEGIN and a ROLLBACK, and PostgreSQL two round trips. Each of its statements is atomic on
+    its own, and what it answers holds whichever writes land between them."""
     query.one_statement = True
     return query
 
 
 @one_statement
 def credential_by_hash(db: Session | Connection, key_hash: str) -> Credential | None:
-    """The key whose current secret, or previous secret during a reroll's grace, hashes to `key_hash`."""
+    """The key whose current secret hashes to `key_hash`, or else the key that secret was retired from.
+
+    The retired secrets are asked only on a miss, so a good key costs one statement. A reroll moves a
+    hash from the key to its retired secrets in one transaction: the first statement finds it before
+    the move commits, the second after, so no concurrent reroll makes a key unknown."""
     row = db.execute(_CREDENTIAL_BY_HASH, {"digest": key_hash}).first()
+    if row is None:
+        row = db.execute(_RETIRED_BY_HASH, {"digest": key_hash}).first()
     return Credential(*row) if row else None
+
+
+@one_statement
+def retired_until(db: Session | Connection, key_pk: int, version: int) -> datetime | None:
+    """Until when the key's secret of that version is accepted, if it was retired; None if it never was."""
+    return db.execute(_RETIRED_UNTIL, {"key_pk": key_pk, "version": version}).scalar()
 
 
 def rehash_keys(session: Session, rehashed: dict[int, tuple[str, str]]) -> None:
@@ -72,6 +89,7 @@ def rehash_keys(session: Session, rehashed: dict[int, tuple[str, str]]) -> None:
 
 @one_statement
 def credential_by_id(db: Session | Connection, organization_id: str, key_id: str) -> Credential | None:
+    """The key with its current secret."""
     row = db.execute(_CREDENTIAL_BY_ID, {"organization_id": organization_id, "key_id": key_id}).first()
     return Credential(*row) if row else None
 
@@ -129,8 +147,11 @@ def _count_live(session: Session, organization_id: str, delta: int) -> None:
 
 
 def insert_keys(session: Session, organization_id: str, rows: Sequence[dict]) -> None:
-    """Bulk insert (one multi-row statement per batch) for loading synthetic keys; counted as live."""
-    session.execute(insert(ApiKey), [{**row, "organization_id": organization_id} for row in rows])
+    """Bulk insert (one multi-row statement per batch) for loading synthetic keys; counted as live. A bulk
+    insert runs no ORM events: the folded forms are added here."""
+    folded = ApiKey.FOLDED.items()
+    session.execute(insert(ApiKey), [{**row, "organization_id": organization_id,
+                                      **{f: fold(row.get(column)) for column, f in folded}} for row in rows])
     _count_live(session, organization_id, len(rows))
 
 
@@ -145,15 +166,27 @@ def try_issue_key(session: Session, secret: bytes, **fields) -> tuple[ApiKey, st
 
 def reissue_key(session: Session, secret: bytes, row: ApiKey, **fields) -> str:
     """Give a revoked key's id to a new key: new secret, new fields, the old secret dead for good."""
-    new = keys.new(secret)
     now = utcnow()
     for name, value in fields.items():
         setattr(row, name, value)
-    row.key_hash, row.key_hint = new.hash, new.hint
-    row.previous_key_hash = row.previous_valid_until = row.revoked_at = row.last_used_at = None
+    plaintext = _new_secret(session, secret, row, now, grace=timedelta(0))
+    row.revoked_at = row.last_used_at = None
     row.created_at = row.updated_at = now
     session.flush()
     _count_live(session, row.organization_id, +1)
+    return plaintext
+
+
+def _new_secret(session: Session, secret: bytes, row: ApiKey, now: datetime, grace: timedelta) -> str:
+    """Retire the key's secret (accepted for `grace` more, and known as revoked after that) and give it
+    a new one. One previous secret at a time: whatever grace an earlier one had left ends now."""
+    session.execute(update(RetiredSecret).where(RetiredSecret.key_pk == row.pk, RetiredSecret.valid_until > now)
+                    .values(valid_until=now))
+    session.add(RetiredSecret(key_hash=row.key_hash, key_pk=row.pk, version=row.secret_version, retired_at=now,
+                              valid_until=now + grace))
+    new = keys.new(secret)
+    row.key_hash, row.key_hint = new.hash, new.hint
+    row.secret_version += 1
     return new.plaintext
 
 
@@ -166,14 +199,11 @@ def update_key(session: Session, row: ApiKey, **fields) -> None:
 
 def reroll_key(session: Session, secret: bytes, row: ApiKey, grace: timedelta) -> tuple[str, datetime]:
     """A new secret for the key; the old one stays valid for `grace` (not at all when it is zero)."""
-    new = keys.new(secret)
     now = utcnow()
-    row.previous_key_hash = row.key_hash if grace else None
-    row.previous_valid_until = now + grace if grace else None
-    row.key_hash, row.key_hint = new.hash, new.hint
+    plaintext = _new_secret(session, secret, row, now, grace)
     row.updated_at = now
     session.flush()
-    return new.plaintext, now + grace
+    return plaintext, now + grace
 
 
 def keys_of_user(session: Session, organization_id: str, user_id: str, *, include_revoked: bool) -> Sequence[ApiKey]:
@@ -213,14 +243,14 @@ def page_keys(db: Session | Connection, organization_id: str, *, owner_id: str |
               match: Sequence[tuple[str, list[str]]], order: Sequence[tuple[str, bool]],
               limit: int, offset: int) -> tuple[int, list[KeyRow]]:
     """(total matching, one page). `match` holds (column, values) conditions, all of which must hold,
-    each by any of its values, compared case-insensitively; `order` is (column, descending) pairs;
+    each by any of its values, compared ignoring case (models.fold); `order` is (column, descending) pairs;
     ties always break on the primary key for stable pages. Rows carry the billing view's columns, under
     ApiKey's attribute names.
 
     One statement: every row of the page carries the total too. Only an empty page asks for it again."""
     params = {"organization_id": organization_id, "owner_id": owner_id, "limit": limit, "offset": offset}
     for i, (_column, values) in enumerate(match):
-        params[f"match_{i}"] = [v.lower() for v in values]
+        params[f"match_{i}"] = [fold(v) for v in values]
     total, page = _page_statements(owner_id is not None, tuple(column for column, _ in match), tuple(order))
     rows = list(map(KeyRow._make, db.execute(page, params))) if limit else []
     return (rows[0].total if rows else db.execute(select(total), params).scalar()) or 0, rows
@@ -253,7 +283,10 @@ def _page_statements(by_owner: bool, match: tuple[str, ...], order: tuple[tuple[
     if by_owner:
         conditions.append(_keys.c.user_id == bindparam("owner_id"))
     for i, column in enumerate(match):
-        conditions.append(func.lower(_keys.c[column]).in_(bindparam(f"match_{i}", expanding=True)))
+        # Compared folded: through the column's folded form, or the column itself where every value it
+        # may hold is its own folded form (`type`: secret | publishable).
+        compared = _keys.c[ApiKey.FOLDED.get(column, column)]
+        conditions.append(compared.in_(bindparam(f"match_{i}", expanding=True)))
     if by_owner or match:
         total = select(func.count()).select_from(_keys).where(*conditions).scalar_subquery()
     else:  # the whole live collection: its size is kept on the organization
@@ -275,7 +308,6 @@ def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: dict) -> Non
     for row in rows:
         if row.revoked_at is None:
             row.revoked_at = row.updated_at = now
-            row.previous_key_hash = row.previous_valid_until = None
             _count_live(session, row.organization_id, -1)
             record(session, **{**actor, "organization_id": row.organization_id}, action="key.revoked",
                    target_type="api_key", target_id=row.id)
