@@ -54,8 +54,9 @@ def test_members_manage_only_their_own(client, world):
     admin_key = create(client, world.acme_admin, description="admin's")["id"]
     problem_of(client.get(f"{API}/api-keys/{admin_key}", headers=world.acme_member.billing), 404)
     problem_of(client.delete(f"{API}/api-keys/{admin_key}", headers=world.acme_member.billing), 404)
+    # As GET answers: another user's key does not exist for a member (issue 12; it was a telling 403).
     problem_of(client.put(f"{API}/api-keys/{admin_key}", json={"description": "mine now"},
-                          headers=world.acme_member.billing), 403)
+                          headers=world.acme_member.billing), 404)
     assert client.get(f"{API}/api-keys/{admin_key}", headers=world.acme_admin.billing).json()["description"] == "admin's"
     mine = create(client, world.acme_member, description="m")["id"]
     assert client.get(f"{API}/api-keys/{mine}", headers=world.acme_admin.billing).status_code == 200

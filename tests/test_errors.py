@@ -19,10 +19,10 @@ def test_unknown_route_is_404_in_the_guessed_family(client, world):
 
 
 @pytest.mark.parametrize("method, path, allow", [
-    ("PUT", "/api-keys", "GET, POST"),
-    ("PATCH", "/user/api-keys", "GET, POST"),
-    ("PATCH", "/deployments/traffic-filter/rulesets/abc", "DELETE, GET, PUT"),
-    ("PUT", "/users/auth/keys", "DELETE, GET, POST"),
+    ("PUT", "/api-keys", "GET, HEAD, POST"),  # HEAD wherever GET is served (issue 12)
+    ("PATCH", "/user/api-keys", "GET, HEAD, POST"),
+    ("PATCH", "/deployments/traffic-filter/rulesets/abc", "DELETE, GET, HEAD, PUT"),
+    ("PUT", "/users/auth/keys", "DELETE, GET, HEAD, POST"),
     ("PUT", "/user/api-keys/self", "DELETE"),  # the resource /self, not /{id}
 ])
 def test_wrong_method_is_405_with_the_full_allow_header(client, world, method, path, allow):

@@ -80,3 +80,27 @@ def test_every_operation_with_path_parameters_documents_404():
 def test_the_permission_enum_is_exactly_the_operations():
     permissions = set(SPEC["components"]["schemas"]["Permission"]["enum"])
     assert permissions == {op["operationId"] for _, _, op in OPERATIONS if _guarded(op)} | {"*"}
+
+
+# The error responses the workspace family's source API documents for `GET /user/api-keys` (seed 003),
+# by status and the title it gives each.
+WORKSPACE_SOURCE_ERRORS = {400: "Invalid request", 401: "Authentication failed", 403: "Access forbidden",
+                           404: "Not found", 409: "Already exists", 422: "Validation error",
+                           426: "Upgrade required", 429: "Rate limited", 500: "Internal server error",
+                           502: "Bad gateway", 504: "Gateway timeout"}
+
+
+def test_the_workspace_list_documents_every_error_status_of_its_source_api():
+    def resolved(response):
+        if "$ref" in response:
+            return SPEC["components"]["responses"][response["$ref"].rsplit("/", 1)[-1]]
+        return response
+
+    responses = SPEC["paths"]["/user/api-keys"]["get"]["responses"]
+    for status, title in WORKSPACE_SOURCE_ERRORS.items():
+        assert str(status) in responses, f"GET /user/api-keys does not document {status} {title}"
+        response = resolved(responses[str(status)])
+        assert response["description"].lower().startswith(title.lower()), (status, response["description"])
+        content = response["content"]["application/json"]
+        assert content["schema"] == {"$ref": "#/components/schemas/WorkspaceError"}
+        assert content["example"]["code"] == status
