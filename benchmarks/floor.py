@@ -43,7 +43,8 @@ def _database_app() -> Starlette:
     by_hash = (f"SELECT k.pk, k.id, k.organization_id, k.user_id, k.type, k.permissions, k.expires_at, k.revoked_at "
                f"FROM api_keys k WHERE k.key_hash = {p}")
     page = (f"SELECT id, description, type, allowed_ips, created_at, updated_at, acl, api_user FROM api_keys "
-            f"WHERE organization_id = {p} AND revoked_at IS NULL ORDER BY created_at DESC, pk DESC LIMIT {p} OFFSET {p}")
+            f"WHERE organization_id = {p} AND revoked_at IS NULL "
+            f"ORDER BY created_at DESC, pk DESC LIMIT {p} OFFSET {p}")
     total = f"SELECT live_keys FROM organizations WHERE id = {p}"
 
     def caller(presented: str | None):

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from run import BIN, LIMITS, Server, free_port, wrk
+from run import BIN, LIMITS, Server, free_port
 
 MIXED = """
 local n = 0

@@ -11,8 +11,9 @@ FastAPI and SQLAlchemy tutorials write them. It answers the same JSON and `Pagin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Iterator, Literal
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Response, Security

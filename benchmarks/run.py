@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -308,7 +308,8 @@ def servers_for(args, small: dict, big: dict | None) -> dict[str, Server]:
 def fetch(server: Server, path: str, headers: dict, body: bytes | None = None) -> tuple:
     request = urllib.request.Request(server.url(path), headers=headers, data=body)
     with urllib.request.urlopen(request) as answer:
-        return json.load(answer), {k.lower(): v for k, v in answer.headers.items() if k.lower().startswith("pagination-")}
+        paging = {k.lower(): v for k, v in answer.headers.items() if k.lower().startswith("pagination-")}
+        return json.load(answer), paging
 
 
 def static_answers(server: Server, data: dict, work: Path) -> dict:
@@ -428,7 +429,7 @@ TARGETS = [
 
 
 def report(args, groups: list[Group], soak: dict | None, errors_logged: dict) -> dict:
-    lines = [f"keyhouse benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores "
+    lines = [f"keyhouse benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores "
              f"({platform.processor() or platform.machine()}), Python {platform.python_version()}; "
              f"{'SQLite' if not args.database else 'PostgreSQL'}; wrk -t1 -c{args.connections} -d{args.seconds}s, "
              f"{args.rounds} interleaved rounds (medians)", "",
@@ -475,10 +476,11 @@ def report(args, groups: list[Group], soak: dict | None, errors_logged: dict) ->
     lines += ["", "Error lines in the servers' logs: " + ", ".join(f"{k} {v}" for k, v in errors_logged.items())]
     table = "\n".join(lines)
     print(table)
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cores": os.cpu_count(),
+    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
               "python": platform.python_version(), "database": "postgresql" if args.database else "sqlite",
               "wrk": {"threads": 1, "connections": args.connections, "seconds": args.seconds, "rounds": args.rounds},
-              "groups": [{"title": g.title, "scenario": g.scenario, "runs": [asdict(r) for r in g.runs]} for g in groups],
+              "groups": [{"title": g.title, "scenario": g.scenario,
+                          "runs": [asdict(r) for r in g.runs]} for g in groups],
               "targets": verdicts, "ceilings": ceilings, "soak": soak, "error_lines_in_logs": errors_logged,
               "table": table}
     args.json.parent.mkdir(parents=True, exist_ok=True)

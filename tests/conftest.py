@@ -1,7 +1,11 @@
-"""Shared fixtures: an app on a fresh database, and a small world of two organizations.
+"""Shared fixtures: an app on an empty database, and a small world of two organizations.
 
 The suite runs on SQLite by default. With KEYHOUSE_TEST_POSTGRES_URL set (scripts/test sets it when a
 server answers, and CI requires one), every app gets a fresh PostgreSQL schema of its own instead.
+
+Building an app costs far more than a test body, so the tests share one per process (`app`), emptied
+before each test: no test sees another's data, counts or pending writes. A test that needs other
+settings makes its own with `make_app`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from sqlalchemy import create_engine, text
 from keyhouse.app import create_app
 from keyhouse.config import Settings
 from keyhouse.store import queries
+from keyhouse.store.models import Base
 from keyhouse.store.session import Store
 
 POSTGRES_URL = os.environ.get("KEYHOUSE_TEST_POSTGRES_URL")
@@ -83,6 +88,17 @@ def make_app(tmp_path, **overrides):
     return create_app(settings)
 
 
+# Modules whose tests drive real servers, generators or browsers: `pytest -m "not slow"` leaves them out
+# for a quick inner loop; the README's test command runs everything.
+SLOW_MODULES = {"test_fuzz", "test_clients", "test_swagger_ui", "test_faults", "test_concurrency", "test_outage"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "served" in item.fixturenames or item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Drop the test schemas, each in a transaction of its own (one transaction for hundreds of schemas
     runs out of PostgreSQL's lock table). Cleaning up never fails the run; a leftover schema is harmless."""
@@ -101,7 +117,7 @@ def pytest_sessionfinish(session, exitstatus):
 def add_actor(app, organization_id: str, email: str, role: str) -> Actor:
     with app.runtime.store.session() as s:
         user = queries.create_user(s, organization_id, email, role)
-        row, plaintext = queries.issue_key(s, SECRET, organization_id=organization_id, user_id=user.id,
+        row, plaintext = queries.issue_key(s, SECRET, actor=None, organization_id=organization_id, user_id=user.id,
                                            description=f"first key of {email}")
         return Actor(organization_id, user.id, role, plaintext, row.id)
 
@@ -111,11 +127,28 @@ def add_organization(app, name: str) -> str:
         return queries.create_organization(s, name).id
 
 
-@pytest.fixture
-def app(tmp_path):
-    application = make_app(tmp_path)
+@pytest.fixture(scope="session")
+def shared_app(tmp_path_factory):
+    application = make_app(tmp_path_factory.mktemp("shared"))
     yield application
     application.runtime.store.dispose()
+
+
+def empty(app) -> None:
+    """The app as if new: what the recorder holds is written (then deleted with the rest), every row of
+    every table deleted (the schema's version kept), and every rate-limit count forgotten."""
+    app.runtime.store.require_current()  # a test that moved the schema's version must use an app of its own
+    app.runtime.recorder.flush()
+    with app.runtime.store.session() as s:
+        for table in reversed(Base.metadata.sorted_tables):
+            s.execute(table.delete())
+    app.runtime.limiter.forget()
+
+
+@pytest.fixture
+def app(shared_app):
+    empty(shared_app)
+    return shared_app
 
 
 @pytest.fixture

@@ -57,7 +57,8 @@ def test_members_manage_only_their_own(client, world):
     # As GET answers: another user's key does not exist for a member (issue 12; it was a telling 403).
     problem_of(client.put(f"{API}/api-keys/{admin_key}", json={"description": "mine now"},
                           headers=world.acme_member.billing), 404)
-    assert client.get(f"{API}/api-keys/{admin_key}", headers=world.acme_admin.billing).json()["description"] == "admin's"
+    assert client.get(f"{API}/api-keys/{admin_key}",
+                      headers=world.acme_admin.billing).json()["description"] == "admin's"
     mine = create(client, world.acme_member, description="m")["id"]
     assert client.get(f"{API}/api-keys/{mine}", headers=world.acme_admin.billing).status_code == 200
 
@@ -70,7 +71,8 @@ def test_ids_are_limited_to_50_word_characters(client, world, bad_id):
 
 @pytest.mark.parametrize("field", ["id", "description", "type", "apiUser", "createdTime", "updatedTime"])
 def test_sort_by_every_listed_field_both_ways(client, world, field):
-    for i, (description, type_, user) in enumerate([("b", "secret", "x"), ("a", "publishable", "z"), ("c", "secret", "y")]):
+    for i, (description, type_, user) in enumerate([("b", "secret", "x"), ("a", "publishable", "z"), ("c", "secret",
+                                                                                                      "y")]):
         client.put(f"{API}/api-keys/k{i}", json={"description": description, "type": type_, "apiUser": user},
                    headers=world.acme_admin.billing)
     up = client.get(f"{API}/api-keys?sort={field}&filter=id:k0,k1,k2", headers=world.acme_admin.billing).json()
@@ -88,7 +90,8 @@ def test_sort_by_every_listed_field_both_ways(client, world, field):
     ("description:a;type:secret", []),
 ])
 def test_filter_on_every_filterable_field(client, world, expression, expected):
-    for i, (description, type_, user) in enumerate([("b", "secret", "x"), ("a", "publishable", "z"), ("c", "secret", "y")]):
+    for i, (description, type_, user) in enumerate([("b", "secret", "x"), ("a", "publishable", "z"), ("c", "secret",
+                                                                                                      "y")]):
         client.put(f"{API}/api-keys/k{i}", json={"description": description, "type": type_, "apiUser": user},
                    headers=world.acme_admin.billing)
     r = client.get(f"{API}/api-keys?sort=id&filter={expression}", headers=world.acme_admin.billing)
@@ -106,4 +109,5 @@ def test_official_client_conventions(client, world):
     assert {"pagination-total", "pagination-limit", "pagination-offset"} <= set(r.headers)
     bad = client.post(f"{API}/api-keys/", json={"description": ""}, headers=me.billing)
     body = problem_of(bad, 422)
-    assert body["detail"] and body["invalidFields"] == [{"field": "description", "message": body["invalidFields"][0]["message"]}]
+    assert body["detail"] and body["invalidFields"] == [{"field": "description",
+                                                         "message": body["invalidFields"][0]["message"]}]

@@ -36,7 +36,8 @@ def test_bootstrap_then_users_create_then_the_keys_work(tmp_path, db):
     assert oct((tmp_path / "secret").stat().st_mode & 0o777) == "0o600"
     app = create_app(Settings(database_url=db, secret=secret))
     with app.test_client() as client:
-        r = client.get(f"/api/v1/users/{member['user_id']}/auth/keys", headers={"Authorization": f"ApiKey {boot['key']}"})
+        r = client.get(f"/api/v1/users/{member['user_id']}/auth/keys",
+                       headers={"Authorization": f"ApiKey {boot['key']}"})
         assert r.status_code == 200 and len(r.json()["keys"]) == 1
         r = client.get("/api/v1/user/api-keys", headers={"Authorization": f"Bearer {member['key']}"})
         assert r.status_code == 200

@@ -104,7 +104,12 @@ def test_the_billing_family_through_the_generated_client(client_package, served)
 
 
 def test_the_workspace_family_through_the_generated_client(client_package, served):
-    from keyhouse_client.api.workspace_api_keys import create_my_api_key, get_my_api_key, list_my_api_keys, revoke_my_api_key
+    from keyhouse_client.api.workspace_api_keys import (
+        create_my_api_key,
+        get_my_api_key,
+        list_my_api_keys,
+        revoke_my_api_key,
+    )
     from keyhouse_client.models import Permission, WorkspaceApiKey, WorkspaceApiKeyCreated, WorkspaceApiKeyInput
 
     key, start = served

@@ -1,6 +1,6 @@
 """The cloud family over HTTP: every call, its success and each documented error."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -84,7 +84,7 @@ def test_create_returns_the_key_once_and_it_works(client, world):
     created = r.json()
     assert created["description"] == "deploys" and created["user_id"] == world.acme_member.user_id
     expires = datetime.fromisoformat(created["expiration_date"])
-    assert timedelta(days=3) - timedelta(minutes=1) < expires - datetime.now(timezone.utc) <= timedelta(days=3)
+    assert timedelta(days=3) - timedelta(minutes=1) < expires - datetime.now(UTC) <= timedelta(days=3)
     new_key = created["key"]
     listed = client.get(f"{API}/users/{world.acme_member.user_id}/auth/keys",
                         headers={"Authorization": f"ApiKey {new_key}"})
@@ -101,7 +101,7 @@ def test_expired_key_is_refused(client, world, app):
     key = r.json()["key"]
     with app.runtime.store.session() as s:
         row = queries.get_key(s, world.acme_admin.organization_id, r.json()["id"])
-        row.expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+        row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
     denied = client.get(f"{API}/users/{world.acme_admin.user_id}/auth/keys", headers={"Authorization": f"ApiKey {key}"})
     assert denied.status_code == 401
     assert "expired" in errors_of(denied, "root.unauthorized")["message"]

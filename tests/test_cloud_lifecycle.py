@@ -75,7 +75,8 @@ def test_delete_users_keys_for_admins(client, world):
     assert errors_of(r, "api_keys.key_not_found")["fields"] == ["user_api_keys.0.api_key_ids.0"]
     assert client.request("DELETE", f"{API}/users/auth/keys/_all", json=body,
                           headers=world.acme_admin.cloud).status_code == 200
-    keys = client.get(f"{API}/users/{world.acme_member.user_id}/auth/keys", headers=world.acme_admin.cloud).json()["keys"]
+    keys = client.get(f"{API}/users/{world.acme_member.user_id}/auth/keys",
+                      headers=world.acme_admin.cloud).json()["keys"]
     assert [k["id"] for k in keys] == [world.acme_member.key_id]
     # the globex key is untouched
     assert client.get(f"{API}/users/auth/keys", headers=world.globex_admin.cloud).status_code == 200
@@ -110,6 +111,7 @@ def test_user_scoped_batch_delete(client, world):
 
 @pytest.mark.parametrize("path", ["/users/auth/keys/_all", "/users/auth/keys"])
 def test_new_cloud_operations_keep_the_envelope_on_bad_input(client, world, path):
-    r = client.request("DELETE", f"{API}{path}", json={"keys": "not-a-list", "user_api_keys": 3}, headers=world.acme_admin.cloud)
+    r = client.request("DELETE", f"{API}{path}", json={"keys": "not-a-list", "user_api_keys": 3},
+                       headers=world.acme_admin.cloud)
     assert r.status_code == 400
     errors_of(r, "api_keys.invalid_input")

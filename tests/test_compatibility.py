@@ -14,8 +14,10 @@ from pathlib import Path
 
 import yaml
 
+from keyhouse import spec
+
 ROOT = Path(__file__).resolve().parents[1]
-CURRENT = yaml.safe_load((ROOT / "openapi" / "keyhouse.yaml").read_text())
+CURRENT = spec.document()
 METHODS = {"get", "put", "post", "delete", "patch"}
 
 

@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-
 THREADS = 24
 
 
@@ -31,7 +30,8 @@ def test_parallel_creates_are_all_kept_and_distinct(server):
     ids = {r.json()["id"] for r in made}
     secrets = {r.json()["secretKey"] for r in made}
     assert len(ids) == len(secrets) == 60
-    totals = {client.get("/api-keys?limit=0", headers={"REB-APIKEY": key}).headers["Pagination-Total"] for _ in range(10)}
+    totals = {client.get("/api-keys?limit=0",
+                         headers={"REB-APIKEY": key}).headers["Pagination-Total"] for _ in range(10)}
     assert totals == {"61"}  # the 60 and the bootstrap key, whichever worker answers
     checks = parallel([lambda s=s: client.get("/user/api-keys", headers={"Authorization": f"Bearer {s}"})
                        for s in list(secrets)[:20]])

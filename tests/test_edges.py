@@ -19,18 +19,24 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
 
 from keyhouse.store.models import RetiredSecret
 from tests.documented import assert_documented, operation
-from tests.test_owasp import OPERATIONS, SPEC, request_for, victim  # noqa: F401 - victim is a fixture
+from tests.test_owasp import OPERATIONS, SPEC, Victim, request_for
 
 API = "/api/v1"
 WITH_BODY = [op["operationId"] for _, _, op in OPERATIONS if "requestBody" in op]
 GUARDED = [op["operationId"] for _, _, op in OPERATIONS]
+
+
+@pytest.fixture
+def victim(app, client, world) -> Victim:
+    """An organization's objects to aim at (tests/test_owasp.py)."""
+    return Victim(app, client, world)
 
 
 # ------------------------------------------------------------------ 1. media types
@@ -156,7 +162,7 @@ def _list(client, credential):
 
 def _close_grace_windows(app):
     with app.runtime.store.session() as s:
-        s.execute(update(RetiredSecret).values(valid_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        s.execute(update(RetiredSecret).values(valid_until=datetime.now(UTC) - timedelta(seconds=1)))
 
 
 def _made(client, actor, name="rot"):
@@ -226,7 +232,8 @@ def test_verify_reads_an_ipv4_mapped_address_as_its_ipv4_host(client, world):
     admin = world.acme_admin
     fenced = client.post(f"{API}/api-keys", json={"description": "fenced", "allowedIps": ["192.0.2.0/24"]},
                          headers=admin.billing).json()["secretKey"]
-    verdicts = {ip: client.post(f"{API}/keys/verify", json={"key": fenced, "ip": ip}, headers=admin.bearer).json()["code"]
+    verdicts = {ip: client.post(f"{API}/keys/verify", json={"key": fenced, "ip": ip},
+                                headers=admin.bearer).json()["code"]
                 for ip in ("192.0.2.10", "::ffff:192.0.2.10", "::ffff:c000:20a", "::ffff:198.51.100.7", "2001:db8::1")}
     assert verdicts == {"192.0.2.10": "VALID", "::ffff:192.0.2.10": "VALID", "::ffff:c000:20a": "VALID",
                         "::ffff:198.51.100.7": "FORBIDDEN", "2001:db8::1": "FORBIDDEN"}

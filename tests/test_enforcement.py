@@ -1,6 +1,6 @@
 """What a key says about itself is enforced in every family: permissions, type, addresses, time."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -21,7 +21,8 @@ def billing_key(client, actor, **fields):
 # ------------------------------------------------------------------ permissions
 
 def test_a_key_calls_only_the_operations_it_holds_in_every_family(client, world):
-    key = billing_key(client, world.acme_admin, acl=[{"scope": {}, "permissions": ["getApiKeyCollection", "listMyApiKeys"]}])
+    key = billing_key(client, world.acme_admin, acl=[{"scope": {}, "permissions": ["getApiKeyCollection",
+                                                                                   "listMyApiKeys"]}])
     assert client.get(f"{API}/api-keys", headers={"REB-APIKEY": key}).status_code == 200
     assert client.get(f"{API}/user/api-keys", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     denied = client.post(f"{API}/api-keys", json={"description": "x"}, headers={"REB-APIKEY": key})
@@ -39,12 +40,15 @@ def test_workspace_scopes_are_the_same_permissions(client, world):
 
 
 def test_a_key_never_grants_more_than_its_creator_holds(client, world):
-    narrow = billing_key(client, world.acme_admin, acl=[{"scope": {}, "permissions": ["postApiKey", "getApiKeyCollection"]}])
-    ok = client.post(f"{API}/api-keys", json={"description": "sub", "acl": [{"scope": {}, "permissions": ["getApiKeyCollection"]}]},
+    narrow = billing_key(client, world.acme_admin, acl=[{"scope": {}, "permissions": ["postApiKey",
+                                                                                      "getApiKeyCollection"]}])
+    ok = client.post(f"{API}/api-keys", json={"description": "sub", "acl": [{"scope": {},
+                                                                             "permissions": ["getApiKeyCollection"]}]},
                      headers={"REB-APIKEY": narrow})
     assert ok.status_code == 201
     for permissions in (["deleteApiKeyResource"], ["*"]):
-        r = client.post(f"{API}/api-keys", json={"description": "wider", "acl": [{"scope": {}, "permissions": permissions}]},
+        r = client.post(f"{API}/api-keys", json={"description": "wider", "acl": [{"scope": {},
+                                                                                  "permissions": permissions}]},
                         headers={"REB-APIKEY": narrow})
         assert r.status_code == 403 and "more than its creator" in r.json()["detail"]
     # without an ACL the new key gets its creator's permissions, no more
@@ -52,7 +56,8 @@ def test_a_key_never_grants_more_than_its_creator_holds(client, world):
     assert "acl" not in default
     assert client.post(f"{API}/api-keys", json={"description": "x"},
                        headers={"REB-APIKEY": default["secretKey"]}).status_code == 201
-    assert client.get(f"{API}/user/api-keys", headers={"Authorization": f"Bearer {default['secretKey']}"}).status_code == 403
+    assert client.get(f"{API}/user/api-keys",
+                      headers={"Authorization": f"Bearer {default['secretKey']}"}).status_code == 403
 
 
 def test_publishable_keys_never_write(client, world):
@@ -62,7 +67,8 @@ def test_publishable_keys_never_write(client, world):
     assert r.status_code == 403 and "publishable" in r.json()["detail"].lower()
     publishable = billing_key(client, world.acme_admin, type="publishable")  # "*" for a publishable key: reads only
     assert client.get(f"{API}/api-keys", headers={"REB-APIKEY": publishable}).status_code == 200
-    for method, path, body in (("POST", "/api-keys", {"description": "x"}), ("DELETE", f"/api-keys/{world.acme_admin.key_id}", None),
+    for method, path, body in (("POST", "/api-keys", {"description": "x"}),
+                               ("DELETE", f"/api-keys/{world.acme_admin.key_id}", None),
                                ("POST", "/user/api-keys", {"name": "x"})):
         r = client.request(method, f"{API}{path}", json=body, headers={"Authorization": f"Bearer {publishable}"})
         assert r.status_code == 403, (method, path)
@@ -133,7 +139,7 @@ def test_reroll_with_grace_keeps_both_secrets_until_it_ends(app, client, world):
 
     from keyhouse.store.models import RetiredSecret
     with app.runtime.store.session() as s:
-        s.execute(update(RetiredSecret).values(valid_until=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        s.execute(update(RetiredSecret).values(valid_until=datetime.now(UTC) - timedelta(seconds=1)))
     old = client.get(f"{API}/user/api-keys", headers={"Authorization": f"Bearer {made['key']}"})
     assert old.status_code == 401 and "revoked" in old.json()["detail"]
     assert client.get(f"{API}/user/api-keys", headers={"Authorization": f"Bearer {new['key']}"}).status_code == 200
@@ -185,10 +191,11 @@ def test_verify_codes(app, client, world):
     revoked = verify(client, gateway, key=doomed["secretKey"])
     assert revoked["code"] == "REVOKED" and revoked["key_id"] == doomed["id"] and not revoked["valid"]
 
-    short = client.post(f"{API}/users/auth/keys", json={"description": "s", "expiration": "1h"}, headers=gateway.cloud).json()
+    short = client.post(f"{API}/users/auth/keys", json={"description": "s", "expiration": "1h"},
+                        headers=gateway.cloud).json()
     from keyhouse.store import queries
     with app.runtime.store.session() as s:
-        queries.get_key(s, gateway.organization_id, short["id"]).expires_at = datetime.now(timezone.utc) - timedelta(1)
+        queries.get_key(s, gateway.organization_id, short["id"]).expires_at = datetime.now(UTC) - timedelta(1)
     assert verify(client, gateway, key=short["key"])["code"] == "EXPIRED"
 
 
@@ -220,23 +227,25 @@ def test_a_token_works_on_billing_operations_and_dies_with_its_key(client, world
 
 
 def test_a_token_carries_its_keys_permissions(client, world):
-    narrow = billing_key(client, world.acme_admin, acl=[{"scope": {}, "permissions": ["getApiKeyCollection", "createAuthToken"]}])
+    narrow = billing_key(client, world.acme_admin, acl=[{"scope": {}, "permissions": ["getApiKeyCollection",
+                                                                                      "createAuthToken"]}])
     bearer = {"Authorization": f"Bearer {token_for(client, {'REB-APIKEY': narrow})['access_token']}"}
     assert client.get(f"{API}/api-keys", headers=bearer).status_code == 200
     assert client.post(f"{API}/api-keys", json={"description": "x"}, headers=bearer).status_code == 403
 
 
 def _claims(world, **overrides):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return {"iss": "keyhouse", "sub": world.acme_admin.user_id, "org": world.acme_admin.organization_id,
-            "kid": world.acme_admin.key_id, "ver": 1, "perms": ["*"], "iat": now, "exp": now + timedelta(minutes=5), **overrides}
+            "kid": world.acme_admin.key_id, "ver": 1, "perms": ["*"], "iat": now,
+            "exp": now + timedelta(minutes=5), **overrides}
 
 
 @pytest.mark.parametrize("forge", [
     lambda w: jwt.encode(_claims(w), b"not-the-server-secret-but-long-enough-for-hs256", algorithm="HS256"),
     lambda w: jwt.encode(_claims(w), _jwt_key(SECRET), algorithm="HS512"),
     lambda w: jwt.encode(_claims(w), None, algorithm="none"),
-    lambda w: jwt.encode(_claims(w, exp=datetime.now(timezone.utc) - timedelta(seconds=5)), _jwt_key(SECRET), algorithm="HS256"),
+    lambda w: jwt.encode(_claims(w, exp=datetime.now(UTC) - timedelta(seconds=5)), _jwt_key(SECRET), algorithm="HS256"),
     lambda w: jwt.encode(_claims(w, iss="someone-else"), _jwt_key(SECRET), algorithm="HS256"),
     lambda w: jwt.encode(_claims(w, kid=w.globex_admin.key_id), _jwt_key(SECRET), algorithm="HS256"),
     lambda w: "a.b.c",
@@ -257,7 +266,8 @@ def test_audit_trail_records_changes_and_failures_without_secrets(app, client, w
     admin = world.acme_admin
     made = client.post(f"{API}/api-keys", json={"description": "audited"}, headers=admin.billing).json()
     client.put(f"{API}/api-keys/{made['id']}", json={"description": "audited 2"}, headers=admin.billing)
-    rerolled = client.post(f"{API}/keys/{made['id']}/reroll", json={"grace_period_seconds": 0}, headers=admin.bearer).json()
+    rerolled = client.post(f"{API}/keys/{made['id']}/reroll", json={"grace_period_seconds": 0},
+                           headers=admin.bearer).json()
     client.delete(f"{API}/api-keys/{made['id']}", headers=admin.billing)
     client.get(f"{API}/api-keys", headers={"REB-APIKEY": rerolled["key"]})  # revoked: a failed authentication
     rid = client.post(f"{API}/deployments/traffic-filter/rulesets", json={"name": "n", "type": "ip", "region": "r",
@@ -291,7 +301,7 @@ def test_last_use_is_recorded_in_batches(app, client, world):
     assert before["last_used_at"] is None  # the first use is still in memory when it reads
     assert after["last_used_at"] is not None
     used = datetime.fromisoformat(after["last_used_at"].replace("Z", "+00:00"))
-    assert abs(used - datetime.now(timezone.utc)) < timedelta(minutes=1)
+    assert abs(used - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 def test_last_uses_and_failures_wait_out_a_database_outage(app, client, world, monkeypatch):
@@ -316,3 +326,18 @@ def test_last_uses_and_failures_wait_out_a_database_outage(app, client, world, m
 
     with store.session() as s:  # the refused unknown key's event (it names no organization) was kept too
         assert s.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "auth.failed")) == 1
+
+
+def test_failed_authentications_dropped_unwritten_are_counted_for_operators(app):
+    from prometheus_client import REGISTRY
+
+    from keyhouse.recorder import MAX_PENDING_EVENTS, Recorder
+
+    def dropped() -> float:
+        return REGISTRY.get_sample_value("keyhouse_audit_events_dropped_total") or 0.0
+
+    before = dropped()
+    recorder = Recorder(app.runtime.store)  # one that never flushes: as while the database is away
+    for _ in range(MAX_PENDING_EVENTS + 5):
+        recorder.auth_failed(organization_id=None, actor_key_id=None, ip="192.0.2.1", detail="not found")
+    assert dropped() - before == 5

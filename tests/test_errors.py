@@ -95,7 +95,8 @@ def test_non_numeric_content_length_is_400(app, world):
     async def run():
         scope = {"type": "http", "method": "POST", "path": f"{API}/api-keys", "raw_path": b"/api/v1/api-keys",
                  "query_string": b"", "root_path": "", "scheme": "http", "server": ("t", 80), "client": ("c", 1),
-                 "http_version": "1.1", "headers": [(b"content-length", b"lots"), (b"content-type", b"application/json"),
+                 "http_version": "1.1", "headers": [(b"content-length", b"lots"), (b"content-type",
+                                                                                   b"application/json"),
                                                     (b"reb-apikey", world.acme_admin.key.encode())]}
 
         async def receive():

@@ -49,15 +49,17 @@ class BearerKey:
 # random ids: valid cases name them half of the time (path parameters, and the body fields that name keys
 # and users). They are put back before every call, whatever an earlier example deleted.
 with APP.runtime.store.session() as _s:
-    TARGET_ID = queries.issue_key(_s, SECRET, organization_id=ADMIN.organization_id, user_id=ADMIN.user_id,
+    TARGET_ID = queries.issue_key(_s, SECRET, actor=None, organization_id=ADMIN.organization_id, user_id=ADMIN.user_id,
                                   description="fuzz target")[0].id
 with APP.test_client() as _client:
-    RULESET_ID = _client.post("/api/v1/deployments/traffic-filter/rulesets", headers={"Authorization": f"Bearer {ADMIN.key}"},
+    RULESET_ID = _client.post("/api/v1/deployments/traffic-filter/rulesets",
+                              headers={"Authorization": f"Bearer {ADMIN.key}"},
                               json={"name": "fuzz", "type": "ip", "region": "us-east-1",
                                     "rules": [{"source": "192.0.2.0/24"}]}).json()["id"]
 with APP.runtime.store.session() as _s:
     _ruleset = _s.get(Ruleset, RULESET_ID)
-    RULESET = {c: getattr(_ruleset, c) for c in ("name", "description", "type", "region", "include_by_default", "rules")}
+    RULESET = {c: getattr(_ruleset, c) for c in ("name", "description", "type", "region", "include_by_default",
+                                                 "rules")}
 REAL_PATH = {"user_id": ADMIN.user_id, "api_key_id": TARGET_ID, "id": TARGET_ID, "key_id": TARGET_ID,
              "ruleset_id": RULESET_ID, "association_type": "deployment", "associated_entity_id": "dep-fuzz"}
 REAL_BODY = {"keys": [TARGET_ID], "api_key_ids": [TARGET_ID], "user_id": ADMIN.user_id}
@@ -66,9 +68,10 @@ REAL_BODY = {"keys": [TARGET_ID], "api_key_ids": [TARGET_ID], "user_id": ADMIN.u
 def _put_back_targets() -> None:
     with APP.runtime.store.session() as s:
         s.execute(update(ApiKey).where(ApiKey.id == TARGET_ID).values(revoked_at=None, expires_at=None))
-        ruleset = s.get(Ruleset, RULESET_ID) or queries.insert_ruleset(s, ADMIN.organization_id, id=RULESET_ID,
+        ruleset = s.get(Ruleset, RULESET_ID) or queries.insert_ruleset(s, ADMIN.organization_id, actor=None,
+                                                                       id=RULESET_ID,
                                                                         **RULESET)
-        queries.add_association(s, ruleset, "deployment", "dep-fuzz")
+        queries.add_association(s, ruleset, "deployment", "dep-fuzz", actor=None)
         live = select(func.count()).select_from(ApiKey).where(
             ApiKey.organization_id == ADMIN.organization_id, ApiKey.revoked_at.is_(None)).scalar_subquery()
         s.execute(update(Organization).where(Organization.id == ADMIN.organization_id).values(live_keys=live))

@@ -1,8 +1,7 @@
 """The migrations make exactly the schema the models describe, and the live-key counter stays true."""
 
 import random
-
-import pytest
+from datetime import UTC
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -32,12 +31,12 @@ def test_the_live_key_counter_follows_creates_revokes_and_reissues(app, world):
     org, user = world.acme_admin.organization_id, world.acme_admin.user_id
     rng = random.Random(7)
     with store.session() as s:
-        rows = [queries.issue_key(s, SECRET, organization_id=org, user_id=user, description=f"k{i}")[0]
+        rows = [queries.issue_key(s, SECRET, actor=None, organization_id=org, user_id=user, description=f"k{i}")[0]
                 for i in range(30)]
-        queries.revoke_keys(s, rng.sample(rows, 12), actor={})
-        queries.revoke_keys(s, rows[:5], actor={})  # revoking twice counts once
+        queries.revoke_keys(s, rng.sample(rows, 12), actor=None)
+        queries.revoke_keys(s, rows[:5], actor=None)  # revoking twice counts once
         for row in [r for r in rows if r.revoked_at is not None][:3]:
-            queries.reissue_key(s, SECRET, row)
+            queries.reissue_key(s, SECRET, row, actor=None)
     with store.session() as s:
         counted = s.scalar(select(func.count()).select_from(ApiKey).where(
             ApiKey.organization_id == org, ApiKey.revoked_at.is_(None)))
@@ -49,7 +48,7 @@ def test_the_live_key_counter_follows_creates_revokes_and_reissues(app, world):
 def test_0003_keeps_a_grace_window_and_folds_the_keys_already_stored(tmp_path):
     """From 0002: a key inside a reroll's grace keeps its previous secret (now a retired secret, still
     accepted until the window ends), and stored text gets its folded form for the filters."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from alembic import command
     from sqlalchemy import text
@@ -60,7 +59,7 @@ def test_0003_keeps_a_grace_window_and_folds_the_keys_already_stored(tmp_path):
     store = Store(database_url(tmp_path))
     with store.engine.begin() as connection:
         command.upgrade(_alembic(connection), "0002")
-        until = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(hours=1)
+        until = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=1)
         connection.execute(text("INSERT INTO organizations (id, name, created_at, live_keys) "
                                 "VALUES ('o', 'o', :t, 1)"), {"t": until})
         connection.execute(text("INSERT INTO users (id, organization_id, email, role, created_at) "
@@ -79,5 +78,5 @@ def test_0003_keeps_a_grace_window_and_folds_the_keys_already_stored(tmp_path):
         assert (retired.key_hash, retired.key_pk, retired.version) == ("old-hash", key.pk, 0)
         assert retired.valid_until.replace(tzinfo=None) == until.replace(microsecond=retired.valid_until.microsecond)
         credential = queries.credential_by_hash(s, "old-hash")
-        assert credential.key_id == "MiXeD" and credential.retired_until > datetime.now(timezone.utc)
+        assert credential.key_id == "MiXeD" and credential.retired_until > datetime.now(UTC)
     store.dispose()

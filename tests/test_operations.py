@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -38,7 +39,9 @@ def test_healthz_and_readyz_answer_without_a_credential(client):
     assert ready.json() == {"status": "ok", "checks": {"database": "ok", "schema": "current"}}
 
 
-def test_readyz_is_503_while_the_schema_is_out_of_date(app, client):
+def test_readyz_is_503_while_the_schema_is_out_of_date(tmp_path):
+    app = make_app(tmp_path)  # its own: this test puts the schema's version back, which the shared app's must not
+    client = app.test_client()
     with app.runtime.store.engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     ready = client.get("/api/v1/readyz")
@@ -136,7 +139,13 @@ def test_logs_are_json_lines_with_request_ids_and_no_credential(served, tmp_path
     assert httpx.post(f"{base}/keys/verify", json={"key": made[3]},
                       headers={**admin, "X-Request-Id": "gateway-check-1"}).json()["valid"] is True
 
-    log = next(tmp_path.glob("server-*.log")).read_text()
+    # The access line is written once the answer has gone: wait for the last one (bounded).
+    log_file = next(tmp_path.glob("server-*.log"))
+    for _ in range(50):
+        log = log_file.read_text()
+        if "gateway-check-1" in log:
+            break
+        time.sleep(0.1)
     entries = [json.loads(line) for line in log.splitlines() if line.strip()]
     access = [e for e in entries if e["logger"] == "keyhouse.access"]
     assert len(access) >= 8 and all(re.fullmatch(r"[A-Za-z0-9._:-]+", e["request_id"]) for e in access)

@@ -18,17 +18,15 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
 from sqlalchemy import select
 
-from keyhouse import keys
-from keyhouse.app import spec_path
+from keyhouse import keys, spec
 from keyhouse.store import queries
 from keyhouse.store.models import ApiKey, Association, Ruleset
 from keyhouse.validation import compiled
 from tests.conftest import SECRET
 
-SPEC = yaml.safe_load(spec_path().read_text())
+SPEC = spec.document()
 OPERATIONS = [(method, path, op) for path, item in SPEC["paths"].items() for method, op in item.items()
               if method in {"get", "post", "put", "delete"} and op.get("security") != []]
 IDS = [op["operationId"] for _, _, op in OPERATIONS]
@@ -130,7 +128,8 @@ def request_for(method: str, path: str, op: dict, victim: Victim) -> dict:
         name = schema_ref["$ref"].rsplit("/", 1)[-1]
         bodies = victim.bodies()
         assert name in bodies, f"{op['operationId']}: no body for {name}; add one to Victim.bodies"
-        compiled(_SCHEMAS.setdefault(name, _resolved(schema_ref)))(dict(bodies[name]))  # a body the schema accepts: authorization is tested
+        # a body the schema accepts: authorization is tested
+        compiled(_SCHEMAS.setdefault(name, _resolved(schema_ref)))(dict(bodies[name]))
         request["json"] = bodies[name]
     return request
 
@@ -231,11 +230,12 @@ def test_api2_expired_keys_are_refused_everywhere(app, client, victim):
     from keyhouse.store.models import utcnow
 
     with app.runtime.store.session() as s:
-        _, plaintext = queries.issue_key(s, SECRET, organization_id=victim.admin.organization_id,
+        _, plaintext = queries.issue_key(s, SECRET, actor=None, organization_id=victim.admin.organization_id,
                                          user_id=victim.admin.user_id, description="expired",
                                          expires_at=utcnow() - timedelta(seconds=1))
     for method, path, op in OPERATIONS:
-        answer = client.request(**request_for(method, path, op, victim), headers={"Authorization": f"Bearer {plaintext}"})
+        answer = client.request(**request_for(method, path, op, victim),
+                                headers={"Authorization": f"Bearer {plaintext}"})
         assert answer.status_code == 401, (op["operationId"], answer.text)
 
 
@@ -244,12 +244,14 @@ def test_api2_expired_keys_are_refused_everywhere(app, client, victim):
 READ_ONLY = {
     "/api/v1/api-keys": ("billing", {"id": "chosen-id", "secretKey": "kh_chosen", "createdTime": "2000-01-01T00:00:00Z",
                                      "updatedTime": "2000-01-01T00:00:00Z", "_links": [], "organization": "x"}),
-    "/api/v1/users/auth/keys": ("cloud", {"id": "chosen-id", "key": "kh_chosen", "creation_date": "2000-01-01T00:00:00Z",
+    "/api/v1/users/auth/keys": ("cloud", {"id": "chosen-id", "key": "kh_chosen",
+                                          "creation_date": "2000-01-01T00:00:00Z",
                                           "user_id": "someone", "organization_id": "x"}),
     "/api/v1/user/api-keys": ("bearer", {"id": "chosen-id", "key": "kh_chosen", "masked_key": "kh_x", "active": False,
                                          "created_at": "2000-01-01T00:00:00Z", "org_id": "x", "last_used_at": None}),
 }
-NAME_FIELD = {"/api/v1/api-keys": "description", "/api/v1/users/auth/keys": "description", "/api/v1/user/api-keys": "name"}
+NAME_FIELD = {"/api/v1/api-keys": "description", "/api/v1/users/auth/keys": "description",
+              "/api/v1/user/api-keys": "name"}
 
 
 @pytest.mark.parametrize("url", sorted(READ_ONLY))

@@ -57,8 +57,8 @@ def test_verify_says_rate_limited_when_the_verified_key_is_spent(limited):
 
 @pytest.mark.skipif(not REDIS_URL, reason="needs Redis (KEYHOUSE_TEST_REDIS_URL); scripts/test sets it, CI requires it")
 def test_workers_share_limits_through_redis(tmp_path):
-    from keyhouse.config import Settings
     from keyhouse.app import create_app
+    from keyhouse.config import Settings
     from tests.conftest import SECRET
 
     first = make_app(tmp_path, rate_limit="4/minute", redis_url=REDIS_URL)

@@ -25,7 +25,8 @@ def test_update_replaces_the_definition_and_keeps_associations(client, world):
     r = client.put(f"{RULESETS}/{rid}", json=body, headers=world.acme_admin.cloud)
     assert r.status_code == 200 and r.json() == {"id": rid}
     info = client.get(f"{RULESETS}/{rid}?include_associations=true", headers=world.acme_admin.cloud).json()
-    assert (info["name"], info["type"], info["region"], info["include_by_default"]) == ("vpn", "vpce", "eu-west-1", True)
+    assert (info["name"], info["type"], info["region"], info["include_by_default"]) == ("vpn", "vpce", "eu-west-1",
+                                                                                        True)
     assert [rule["source"] for rule in info["rules"]] == ["vpce-0abc"] and "description" not in info
     assert info["associations"] == [{"entity_type": "deployment", "id": "dep-1"}] and info["total_associations"] == 1
 
@@ -36,7 +37,8 @@ def test_update_validates_like_create_and_changes_nothing(client, world):
                    headers=world.acme_admin.cloud)
     assert errors_of(r, "traffic_filter.invalid_input")["fields"] == ["rules.0.source"]
     assert client.get(f"{RULESETS}/{rid}", headers=world.acme_admin.cloud).json()["name"] == RULESET["name"]
-    errors_of(client.put(f"{RULESETS}/{rid}", json=RULESET, headers=world.globex_admin.cloud), "traffic_filter.not_found")
+    errors_of(client.put(f"{RULESETS}/{rid}", json=RULESET, headers=world.globex_admin.cloud),
+              "traffic_filter.not_found")
 
 
 def test_associations_are_idempotent(client, world):
@@ -77,8 +79,10 @@ def test_delete_with_associations_is_refused_unless_ignored(client, world):
     r = client.delete(f"{RULESETS}/{rid}", headers=world.acme_admin.cloud)
     assert r.status_code == 409
     errors_of(r, "traffic_filter.ruleset_has_associations")
-    assert client.get(f"{RULESETS}/{rid}/associations", headers=world.acme_admin.cloud).json()["total_associations"] == 1
-    assert client.delete(f"{RULESETS}/{rid}?ignore_associations=true", headers=world.acme_admin.cloud).status_code == 200
+    assert client.get(f"{RULESETS}/{rid}/associations",
+                      headers=world.acme_admin.cloud).json()["total_associations"] == 1
+    assert client.delete(f"{RULESETS}/{rid}?ignore_associations=true",
+                         headers=world.acme_admin.cloud).status_code == 200
     errors_of(client.get(f"{RULESETS}/{rid}", headers=world.acme_admin.cloud), "traffic_filter.not_found")
     gone = client.get(f"{API}/deployments/traffic-filter/associations/deployment/dep-1/rulesets",
                       headers=world.acme_admin.cloud)
@@ -106,20 +110,22 @@ def test_association_input_is_validated(client, world):
 
 
 def test_an_organization_holds_at_most_1024_rulesets(app, client, world):
-    from keyhouse.api.cloud import MAX_RULESETS
+    from keyhouse.api.traffic_filters import MAX_RULESETS
     from keyhouse.store import queries
 
     org = world.acme_admin.organization_id
     with app.runtime.store.session() as s:
         for i in range(MAX_RULESETS - 1):
-            queries.insert_ruleset(s, org, name=f"r{i}", type="ip", region="us-east-1", include_by_default=False,
+            queries.insert_ruleset(s, org, actor=None, name=f"r{i}", type="ip", region="us-east-1",
+                                   include_by_default=False,
                                    rules=[{"source": "192.0.2.1"}])
     body = {"name": "last", "type": "ip", "region": "us-east-1", "rules": [{"source": "192.0.2.1"}]}
     url = "/api/v1/deployments/traffic-filter/rulesets"
     assert client.post(url, json=body, headers=world.acme_admin.cloud).status_code == 200
     over = client.post(url, json=body, headers=world.acme_admin.cloud)
     assert over.status_code == 400
-    assert over.json()["errors"][0]["code"] == over.headers["x-cloud-error-codes"] == "traffic_filter.rulesets_limit_exceeded"
+    assert (over.json()["errors"][0]["code"] == over.headers["x-cloud-error-codes"]
+            == "traffic_filter.rulesets_limit_exceeded")
     assert client.post(url, json=body, headers=world.globex_admin.cloud).status_code == 200  # per organization
 
 

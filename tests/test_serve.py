@@ -22,8 +22,10 @@ def test_a_configured_proxy_names_the_client(served):
     key, start = served
     base = start("--forwarded-allow-ips", "127.0.0.1")
     fenced = _fenced_key(base, key)
-    assert httpx.get(f"{base}/api-keys", headers={"REB-APIKEY": fenced, "X-Forwarded-For": "203.0.113.5"}).status_code == 200
-    assert httpx.get(f"{base}/api-keys", headers={"REB-APIKEY": fenced, "X-Forwarded-For": "198.51.100.1"}).status_code == 403
+    assert httpx.get(f"{base}/api-keys", headers={"REB-APIKEY": fenced,
+                                                  "X-Forwarded-For": "203.0.113.5"}).status_code == 200
+    assert httpx.get(f"{base}/api-keys", headers={"REB-APIKEY": fenced,
+                                                  "X-Forwarded-For": "198.51.100.1"}).status_code == 403
 
 
 # ------------------------------------------------------------------ abuse at the HTTP level
@@ -69,7 +71,8 @@ def test_an_endless_header_is_431_and_memory_stays_bounded(served):
     assert _rss_kb(pid) - before < 20_000  # 60 MB of headers sent; not kept
     assert httpx.get(f"{base}/healthz").status_code == 200
     # A head under the bound is fine.
-    ok = _raw(base, b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\nX-Fine: " + b"a" * 8000 + b"\r\nConnection: close\r\n\r\n")
+    ok = _raw(base,
+              b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\nX-Fine: " + b"a" * 8000 + b"\r\nConnection: close\r\n\r\n")
     assert ok.startswith(b"HTTP/1.1 200 ")
 
 

@@ -2,12 +2,14 @@
 
 import re
 
-import yaml
+import pytest
 from openapi_spec_validator import validate
 
-from keyhouse.app import _handlers, _snake, spec_path
+from keyhouse import spec
+from keyhouse.api import HANDLERS
+from keyhouse.app import check_handlers
 
-SPEC = yaml.safe_load(spec_path().read_text())
+SPEC = spec.document()
 OPERATIONS = [(path, method, op) for path, item in SPEC["paths"].items()
               for method, op in item.items() if method in {"get", "post", "put", "delete", "patch"}]
 
@@ -26,9 +28,17 @@ def test_every_operation_has_a_unique_camel_case_id_a_tag_and_a_summary():
 
 
 def test_every_operation_has_exactly_one_handler_and_every_handler_an_operation():
-    handlers = _handlers()
-    served = {_snake(op["operationId"]) for _, _, op in OPERATIONS}
-    assert served == set(handlers)
+    assert {op["operationId"] for _, _, op in OPERATIONS} == set(HANDLERS)
+    check_handlers(SPEC)
+    # The check that refuses to start: a spec with an operation no handler serves.
+    doctored = {**SPEC, "paths": {**SPEC["paths"], "/extra": {"get": {"operationId": "getExtra"}}}}
+    with pytest.raises(RuntimeError, match="getExtra"):
+        check_handlers(doctored)
+
+
+def test_every_handler_is_named_for_its_operation():
+    for operation_id, handler in HANDLERS.items():
+        assert handler.__name__ == re.sub(r"(?<!^)(?=[A-Z])", "_", operation_id).lower(), operation_id
 
 
 def _guarded(op) -> bool:
@@ -104,3 +114,13 @@ def test_the_workspace_list_documents_every_error_status_of_its_source_api():
         content = response["content"]["application/json"]
         assert content["schema"] == {"$ref": "#/components/schemas/WorkspaceError"}
         assert content["example"]["code"] == status
+
+
+def test_every_operation_belongs_to_a_family_through_its_tag():
+    """The envelope of an operation's errors is its tag's `x-keyhouse-family` (keyhouse.errors.Dressing)."""
+    families = {tag["name"]: tag.get("x-keyhouse-family") for tag in SPEC["tags"]}
+    assert set(families.values()) == {"cloud", "billing", "workspace", "keyhouse"}
+    for _, _, op in OPERATIONS:
+        assert families[op["tags"][0]], op["operationId"]
+    assert {tag.get("x-keyhouse-area") for tag in SPEC["tags"] if families[tag["name"]] == "cloud"} == {
+        "api_keys", "traffic_filter"}

@@ -10,7 +10,8 @@ def _everything_stored(app, tmp_path) -> bytes:
     store = app.runtime.store
     if store.engine.dialect.name == "sqlite":
         store.dispose()  # flush the WAL into the file
-        return b"".join(p.read_bytes() for p in Path(tmp_path).glob("keyhouse.db*"))
+        database = Path(store.engine.url.database)
+        return b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
     from sqlalchemy import inspect, text
 
     with store.engine.connect() as connection:
@@ -21,7 +22,7 @@ def _everything_stored(app, tmp_path) -> bytes:
 
 def test_plaintext_is_never_written_to_the_database(app, world, tmp_path):
     with app.runtime.store.session() as s:
-        _, plaintext = queries.issue_key(s, SECRET, organization_id=world.acme_admin.organization_id,
+        _, plaintext = queries.issue_key(s, SECRET, actor=None, organization_id=world.acme_admin.organization_id,
                                          user_id=world.acme_admin.user_id, description="probe")
     raw = _everything_stored(app, tmp_path)
     assert world.acme_admin.key_id.encode() in raw  # the probe reads what is stored
@@ -50,7 +51,7 @@ def test_page_keys_counts_the_collection_not_the_page(app, world):
     org, user = world.acme_admin.organization_id, world.acme_admin.user_id
     with app.runtime.store.session() as s:
         for i in range(5):
-            queries.issue_key(s, SECRET, organization_id=org, user_id=user, description=f"k{i}",
+            queries.issue_key(s, SECRET, actor=None, organization_id=org, user_id=user, description=f"k{i}",
                               type="publishable" if i % 2 else "secret")
     with app.runtime.store.session() as s:
         total, rows = queries.page_keys(s, org, owner_id=None, match=[("type", ["PUBLISHABLE"])],

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
-import yaml
 
-SPEC = Path(__file__).resolve().parents[1] / "openapi" / "keyhouse.yaml"
+from keyhouse import spec
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
@@ -37,8 +36,7 @@ def browser():
 
 
 def _operations() -> set[tuple[str, str]]:
-    spec = yaml.safe_load(SPEC.read_text())
-    return {(method.upper(), path) for path, item in spec["paths"].items() for method in item
+    return {(method.upper(), path) for path, item in spec.document()["paths"].items() for method in item
             if method in ("get", "put", "post", "delete", "patch")}
 
 
@@ -77,7 +75,8 @@ def test_swagger_ui_lists_every_operation_and_tries_one_out(browser, served):
     operation.find_element(By.CSS_SELECTOR, 'tr[data-param-name="filter"] input').send_keys(Keys.CONTROL, "a",
                                                                                           Keys.BACKSPACE)
     wait.until(lambda _: operation.find_elements(By.CSS_SELECTOR, ".execute"))[0].click()
-    status = wait.until(lambda _: operation.find_elements(By.CSS_SELECTOR, ".live-responses-table .response .response-col_status"))
+    status = wait.until(lambda _: operation.find_elements(By.CSS_SELECTOR,
+                                                          ".live-responses-table .response .response-col_status"))
     live = operation.find_element(By.CSS_SELECTOR, ".curl-command").text + operation.find_element(
         By.CSS_SELECTOR, ".live-responses-table").text
     assert status[0].text.strip().startswith("200"), live

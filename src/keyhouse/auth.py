@@ -22,9 +22,10 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jwt
 from connexion.security import NO_VALUE
@@ -78,7 +79,8 @@ def _extractor(scheme: dict) -> Extractor:
     if scheme["type"] == "http" and scheme["scheme"].lower() == "bearer":
         if scheme.get("bearerFormat") == "JWT":
             return lambda h: ("jwt", v) if (v := _authorization(h, "bearer")) and _looks_like_jwt(v) else None
-        return lambda h: ("key", v) if (v := _authorization(h, "bearer")) is not None and not _looks_like_jwt(v) else None
+        return lambda h: ("key", v) if (v := _authorization(h, "bearer")) is not None and not _looks_like_jwt(v) \
+            else None
     if scheme["type"] == "apiKey" and scheme["in"] == "header":
         name = scheme["name"].lower()
         if name == "authorization":  # `Authorization: ApiKey <key>`
@@ -300,11 +302,10 @@ async def _from_key(rt: runtime.Runtime, presented: str, ip: str | None) -> Prin
     if digest is None:
         raise Refused("malformed key", "The supplied API key is malformed.")
     state = verdict(credential, digest, utcnow())
-    if state != "VALID":
-        known = credential is not None and state != "NOT_FOUND"
+    if credential is None or state != "VALID":
+        known = credential if state != "NOT_FOUND" else None
         raise Refused(state.lower().replace("_", " "), _MESSAGES[state],
-                      organization_id=credential.organization_id if known else None,
-                      key_id=credential.key_id if known else None)
+                      organization_id=known.organization_id if known else None, key_id=known.key_id if known else None)
     return _principal(credential, ip)
 
 

@@ -82,7 +82,8 @@ def _new_user(store: Store, settings: Settings, organization_id: str, email: str
             return None
         user = queries.create_user(s, organization_id, email, role)
         _, plaintext = queries.issue_key(
-            s, settings.secret, organization_id=organization_id, user_id=user.id, description=f"first key of {email}"
+            s, settings.secret, actor=None, organization_id=organization_id, user_id=user.id,
+            description=f"first key of {email}",
         )
         return {"organization_id": organization_id, "user_id": user.id, "role": role, "key": plaintext}
 

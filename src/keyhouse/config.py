@@ -29,7 +29,7 @@ class Settings:
     previous_secrets: tuple[bytes, ...] = ()
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         return cls(
             database_url=os.environ.get("KEYHOUSE_DATABASE_URL", DEFAULT_DATABASE_URL),
             secret=_load_secret(),

@@ -1,11 +1,13 @@
-"""One error type, three envelopes.
+"""One error type, three envelopes, and all the dressing.
 
 Handlers, validators and the security layer raise :class:`ApiError` with a *kind*; nothing else decides
-how an error looks. The family whose path was called decides the envelope (cloud, billing or
-workspace) and, for validation errors, the status: the billing and workspace APIs answer 422 for a
-body that fails its schema, the cloud API 400. The statuses, codes and types written here are the ones
-``openapi/keyhouse.yaml`` documents for each family; response validation and the Schemathesis run hold
-the two together.
+how an error looks. The family of the path called decides the envelope (cloud, billing or workspace;
+keyhouse's own operations answer problem details, as billing does) and, for validation errors, the
+status: the billing and workspace APIs answer 422 for a body that fails its schema, the cloud API 400.
+Which family a path belongs to is read from the spec (:class:`Dressing`): the `x-keyhouse-family` of the
+tags of the operations under it. The statuses, codes and types written here are the ones
+``openapi/keyhouse.yaml`` documents for each family; response validation, tests/test_edges.py and the
+Schemathesis run hold the two together.
 """
 
 from __future__ import annotations
@@ -13,17 +15,21 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Sequence
 
 from connexion.exceptions import ProblemException
-from connexion.lifecycle import ConnexionResponse
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from starlette.exceptions import HTTPException
+
+from . import spec
+from .store.session import database_unreachable
 
 log = logging.getLogger("keyhouse.errors")
 
-BASE_PATH = "/api/v1"
 JSON = "application/json"
+RETRY_AFTER_SECONDS = 5  # after a 503 for an unreachable database
 
 # kind -> status. "invalid_body" is the one kind whose status depends on the family.
 STATUS = {
@@ -104,22 +110,11 @@ class ApiError(Exception):
         return STATUS[self.kind]
 
 
-def family_of(path: str) -> tuple[str, str]:
-    """(family, cloud area) of a request path; unknown paths get problem details, like billing."""
-    rest = path[len(BASE_PATH):] if path.startswith(BASE_PATH) else path
-    if rest.startswith("/deployments"):
-        return "cloud", "traffic_filter"
-    if rest.startswith("/users"):
-        return "cloud", "api_keys"
-    if rest == "/user" or rest.startswith("/user/"):
-        return "workspace", ""
-    return "billing", ""
-
-
-def render(error: ApiError, path: str) -> ConnexionResponse:
-    family, area = family_of(path)
+def render(error: ApiError, family: str, area: str) -> ConnexionResponse:
+    """The error in its family's envelope."""
     status = STATUS[error.kind]
     headers = dict(error.headers)
+    body: dict
     if family == "cloud":
         if error.kind == "invalid_body":
             status = 400
@@ -131,7 +126,7 @@ def render(error: ApiError, path: str) -> ConnexionResponse:
         item: dict = {"code": code, "message": error.detail}
         if error.fields:
             item["fields"] = [".".join(f.path) for f in error.fields]
-        body: dict = {"errors": [item]}
+        body = {"errors": [item]}
         headers["x-cloud-error-codes"] = code
     elif family == "workspace":
         body = {"code": status, "detail": error.detail, "type": WORKSPACE_TYPE[error.kind]}
@@ -139,7 +134,7 @@ def render(error: ApiError, path: str) -> ConnexionResponse:
             body["errors"] = [
                 {"loc": [error.location, *f.path], "msg": f.message, "type": f.type} for f in error.fields
             ]
-    else:
+    else:  # billing, and keyhouse's own operations
         body = {
             "type": "about:blank",
             "title": HTTPStatus(status).phrase,
@@ -178,21 +173,70 @@ def from_problem(problem: ProblemException) -> ApiError:
     return ApiError(kind, detail)
 
 
-def allowed_methods(spec_paths: dict, path: str) -> list[str]:
-    """The methods the spec declares for the path template that matches `path` (for `Allow`)."""
-    rest = path[len(BASE_PATH):] if path.startswith(BASE_PATH) else path
-    rest = rest.rstrip("/") or "/"
-    for template, methods in spec_paths.items():
-        # The first template that matches is the resource: the spec lists `/user/api-keys/self` before
-        # `/user/api-keys/{id}`, as the router tries them.
-        pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
-        if re.match(pattern, rest):
-            declared = {m.upper() for m in methods if m in _HTTP_METHODS}
-            if "GET" in declared:
-                declared.add("HEAD")  # the router answers HEAD wherever it answers GET
-            return sorted(declared)
-    return []
+class Dressing:
+    """Every error keyhouse answers, dressed in the envelope of the family whose path was called.
+
+    Read from the spec: the base path (`servers`), the family of each first path segment (the
+    `x-keyhouse-family` of the tags of the operations under it; a path under no operation gets problem
+    details), and the methods each resource declares (for `Allow`: Connexion's is incomplete).
+    """
+
+    def __init__(self, document: dict):
+        self.base = spec.base_path(document)
+        self._families: dict[str, tuple[str, str]] = {}
+        for _, template, operation in spec.operations(document):
+            segment = template.split("/")[1]
+            found = spec.family(document, operation)
+            if self._families.setdefault(segment, found) != found:
+                raise ValueError(f"operations under /{segment} belong to two families: the envelope of an "
+                                 f"unknown path below it could not be told")
+        # The first template that matches is the resource: `/user/api-keys/self` before `/user/api-keys/{id}`,
+        # as the router tries them.
+        self._resources = [(re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"),
+                            _allowed(item)) for template, item in document["paths"].items()]
+
+    def family_of(self, path: str) -> tuple[str, str]:
+        """(family, cloud area) of a request path."""
+        rest = path[len(self.base):] if path.startswith(self.base) else path
+        return self._families.get(rest.split("/")[1] if rest.startswith("/") else "", ("keyhouse", ""))
+
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods the spec declares for the resource at `path` (for `Allow`)."""
+        rest = path[len(self.base):] if path.startswith(self.base) else path
+        rest = rest.rstrip("/") or "/"
+        return next((methods for pattern, methods in self._resources if pattern.match(rest)), [])
+
+    def dress(self, request: ConnexionRequest, error: ApiError) -> ConnexionResponse:
+        if error.kind == "method_not_allowed":
+            error.headers["Allow"] = ", ".join(self.allowed_methods(request.url.path))
+        return render(error, *self.family_of(request.url.path))
+
+    def handlers(self) -> list[tuple[type[Exception], Callable]]:
+        """(exception class, handler) for Connexion's `add_error_handler`: ours, Connexion's own problems,
+        Starlette's HTTP errors, and whatever else escaped (a documented 500, or 503 with Retry-After
+        when the database is away)."""
+
+        def on_problem(request: ConnexionRequest, exc: ProblemException) -> ConnexionResponse:
+            return self.dress(request, from_problem(exc))
+
+        def on_http_exception(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+            problem = ProblemException(status=exc.status_code, detail=exc.detail, headers=exc.headers)
+            return self.dress(request, from_problem(problem))
+
+        def on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+            if database_unreachable(exc):
+                log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+                return self.dress(request, ApiError("unavailable", "The database is unreachable; try again shortly.",
+                                                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+            log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+            return self.dress(request, ApiError("internal", "An unexpected error occurred."))
+
+        return [(ApiError, self.dress), (ProblemException, on_problem), (HTTPException, on_http_exception),
+                (Exception, on_unexpected)]
 
 
-_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-
+def _allowed(item: dict) -> list[str]:
+    declared = {method.upper() for method in item if method in spec.HTTP_METHODS}
+    if "GET" in declared:
+        declared.add("HEAD")  # the router answers HEAD wherever it answers GET
+    return sorted(declared)

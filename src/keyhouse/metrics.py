@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 REQUESTS = Counter("keyhouse_requests", "Requests answered, by operationId and status.", ["operation", "status"])
 LATENCY = Histogram("keyhouse_request_duration_seconds", "Time to answer a request, by operationId.", ["operation"],
                     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 AUTH_FAILURES = Counter("keyhouse_authentication_failures", "Refused credentials, by reason.", ["reason"])
+DROPPED_EVENTS = Counter("keyhouse_audit_events_dropped", "Failed-authentication events dropped unwritten: more "
+                         "gathered while the database was away than the recorder keeps.")
 RATE_LIMITED = Counter("keyhouse_rate_limited", "Requests and verifications refused by a rate limit, by scope.",
                        ["scope"])
 

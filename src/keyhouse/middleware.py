@@ -7,9 +7,8 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import logs, metrics, runtime
-from .errors import BASE_PATH, ApiError
+from .errors import ApiError
 
-_UI = BASE_PATH + "/ui"
 _OBSERVED = "keyhouse.observed"  # a dict shared by the scope copies of one request
 
 
@@ -92,16 +91,18 @@ class RequestContext:
     replayed with its length, because Connexion's validation takes a body without a length for none.
     """
 
-    def __init__(self, app: ASGIApp, runtime: runtime.Runtime):
+    def __init__(self, app: ASGIApp, runtime: runtime.Runtime, base_path: str):
         self.app = app
         self.runtime = runtime
+        self.base_path = base_path
+        self.ui = base_path + "/ui"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if path.endswith("/") and len(path) > len(BASE_PATH) + 1 and not path.startswith(_UI):
+        if path.endswith("/") and len(path) > len(self.base_path) + 1 and not path.startswith(self.ui):
             scope = dict(scope, path=path[:-1], raw_path=scope.get("raw_path", b"").rstrip(b"/"))
         # Connexion's router records the operation in scope["extensions"] of a shallow copy of this
         # scope: made here, the dict is shared, and the operation visible on the way out (see Observed).

@@ -19,7 +19,7 @@ class Policy:
     writes: frozenset[str]
 
     @classmethod
-    def from_spec(cls, spec: dict) -> "Policy":
+    def from_spec(cls, spec: dict) -> Policy:
         operations, writes = set(), set()
         for item in spec["paths"].values():
             for method, operation in item.items():

@@ -34,11 +34,16 @@ class Exceeded:
 class RateLimiter:
     def __init__(self, per_key: str, per_organization: str, redis_url: str | None,
                  refused_per_client: str = "100/minute"):
-        storage = storage_from_string(f"async+{redis_url}" if redis_url else "async+memory://")
-        self._limiter = SlidingWindowCounterRateLimiter(storage)
+        self._storage = f"async+{redis_url}" if redis_url else "async+memory://"
+        self._limiter = SlidingWindowCounterRateLimiter(storage_from_string(self._storage))
         self.per_key: RateLimitItem = parse(per_key)
         self.per_organization: RateLimitItem = parse(per_organization)
         self.refused_per_client: RateLimitItem = parse(refused_per_client)
+
+    def forget(self) -> None:
+        """Start counting afresh in this process (the in-memory counts; shared counts stay in Redis,
+        where every identity carries an organization id). The test suite shares one app between tests."""
+        self._limiter = SlidingWindowCounterRateLimiter(storage_from_string(self._storage))
 
     async def refused(self, client: str) -> None:
         """Count one refused credential presented from `client` (an address)."""

@@ -3,7 +3,8 @@ authentications and keys to re-hash after a secret rotation, gathered in memory 
 
 Precision: a key's `last_used_at` is at most FLUSH_SECONDS late, and a process killed hard loses at
 most that much of it (a clean stop flushes). Failed authentications are bounded in memory: under a flood
-of guesses the oldest unwritten ones are dropped and counted, never the service.
+of guesses the oldest unwritten ones are dropped and counted (`keyhouse_audit_events_dropped_total`),
+never the service.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 
 from anyio import to_thread
 
+from . import metrics
 from .store import queries
 from .store.models import utcnow
 from .store.session import Store, database_unreachable
@@ -31,7 +33,6 @@ class Recorder:
         self._last_used: dict[int, datetime] = {}
         self._events: deque[dict] = deque(maxlen=MAX_PENDING_EVENTS)
         self._rehash: dict[int, tuple[str, str]] = {}
-        self.dropped_events = 0
 
     def rehash(self, key_pk: int, old_hash: str, new_hash: str) -> None:
         self._rehash[key_pk] = (old_hash, new_hash)
@@ -41,7 +42,7 @@ class Recorder:
 
     def auth_failed(self, **event) -> None:
         if len(self._events) == self._events.maxlen:
-            self.dropped_events += 1
+            metrics.DROPPED_EVENTS.inc()
         self._events.append({"action": "auth.failed", "target_type": "request", "at": utcnow(), **event})
 
     def flush(self) -> None:
@@ -70,7 +71,7 @@ class Recorder:
             self._rehash = {**rehash, **self._rehash}
             for event in reversed(events):
                 if len(self._events) == self._events.maxlen:
-                    self.dropped_events += 1
+                    metrics.DROPPED_EVENTS.inc()
                     break
                 self._events.appendleft(event)
 

@@ -7,10 +7,10 @@ several apps can live in one process (the tests make one per database).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from sqlalchemy.orm import Session
 

@@ -35,7 +35,7 @@ def to_json_schema(schema: t.Any) -> t.Any:
         return [to_json_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {}
+    out: t.Any = {}
     for key, value in schema.items():
         if key in _NOT_KEYWORDS:
             continue

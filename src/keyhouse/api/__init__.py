@@ -1,46 +1,58 @@
-"""One module per family; one function per operationId, named for it (see keyhouse.app._handlers)."""
+"""The handlers: one module per resource, one function per operationId, named for it in snake case.
+
+HANDLERS is the whole map from the spec's operationIds to the functions that serve them. keyhouse.app
+routes by it, and refuses to start when an operation of the spec has no handler here or a handler here
+has no operation.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Callable
 
-from .. import runtime
-from ..auth import Principal
-from ..errors import ApiError
+from . import audit, billing, cloud_keys, operations, rotation, tokens, traffic_filters, verification, workspace
 
-
-def iso_z(moment: datetime) -> str:
-    """RFC 3339 in UTC with a `Z`, to the second, as the billing and workspace APIs write it."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")[:19] + "Z"
-
-
-def iso_offset(moment: datetime) -> str:
-    """RFC 3339 in UTC with `+00:00`, to the second, as the cloud API writes it."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")[:19] + "+00:00"
-
-
-def paging_headers(total: int, limit: int, offset: int) -> dict[str, str]:
-    """The `Pagination-*` headers the spec declares for paged lists; the total counts the collection."""
-    return {"Pagination-Total": str(total), "Pagination-Limit": str(limit), "Pagination-Offset": str(offset)}
-
-
-def granted(me: Principal, requested: list[str] | None, key_type: str) -> list[str]:
-    """The permissions of a key `me` is making: those requested, or by default the creator's own.
-
-    Refuses (403, a policy and not a schema matter) what the creator does not hold, and writing
-    operations for a publishable key.
-    """
-    policy = runtime.current().policy
-    if requested is None:
-        wanted = [p for p in me.permissions if key_type != "publishable" or p not in policy.writes]
-    else:
-        wanted = list(dict.fromkeys(requested))
-    why = policy.grantable(list(me.permissions), me.key_type, wanted, key_type)
-    if why is None:
-        return wanted
-    raise ApiError("forbidden", why[0].upper() + why[1:] + ".")
-
-
-def only_admins(me: Principal) -> None:
-    if not me.is_admin:
-        raise ApiError("forbidden", "Only administrators of the organization may do this.")
+HANDLERS: dict[str, Callable] = {
+    # cloud family: API keys
+    "getApiKeys": cloud_keys.get_api_keys,
+    "createApiKey": cloud_keys.create_api_key,
+    "deleteApiKeys": cloud_keys.delete_api_keys,
+    "getApiKey": cloud_keys.get_api_key,
+    "deleteApiKey": cloud_keys.delete_api_key,
+    "getUsersApiKeys": cloud_keys.get_users_api_keys,
+    "deleteUsersApiKeys": cloud_keys.delete_users_api_keys,
+    "getUserApiKeys": cloud_keys.get_user_api_keys,
+    "deleteUserApiKeys": cloud_keys.delete_user_api_keys,
+    "getUserApiKey": cloud_keys.get_user_api_key,
+    "deleteUserApiKey": cloud_keys.delete_user_api_key,
+    # cloud family: traffic-filter rulesets
+    "getTrafficFilterRulesets": traffic_filters.get_traffic_filter_rulesets,
+    "createTrafficFilterRuleset": traffic_filters.create_traffic_filter_ruleset,
+    "getTrafficFilterRuleset": traffic_filters.get_traffic_filter_ruleset,
+    "updateTrafficFilterRuleset": traffic_filters.update_traffic_filter_ruleset,
+    "deleteTrafficFilterRuleset": traffic_filters.delete_traffic_filter_ruleset,
+    "getTrafficFilterRulesetDeploymentAssociations": traffic_filters.get_traffic_filter_ruleset_deployment_associations,
+    "createTrafficFilterRulesetAssociation": traffic_filters.create_traffic_filter_ruleset_association,
+    "deleteTrafficFilterRulesetAssociation": traffic_filters.delete_traffic_filter_ruleset_association,
+    "getTrafficFilterDeploymentRulesetAssociations": traffic_filters.get_traffic_filter_deployment_ruleset_associations,
+    # billing family
+    "getApiKeyCollection": billing.get_api_key_collection,
+    "postApiKey": billing.post_api_key,
+    "getApiKeyResource": billing.get_api_key_resource,
+    "putApiKeyResource": billing.put_api_key_resource,
+    "deleteApiKeyResource": billing.delete_api_key_resource,
+    # workspace family
+    "listMyApiKeys": workspace.list_my_api_keys,
+    "createMyApiKey": workspace.create_my_api_key,
+    "getMyApiKey": workspace.get_my_api_key,
+    "revokeMyApiKey": workspace.revoke_my_api_key,
+    "revokeCurrentApiKey": workspace.revoke_current_api_key,
+    # keyhouse's own
+    "verifyKey": verification.verify_key,
+    "rerollKey": rotation.reroll_key,
+    "createAuthToken": tokens.create_auth_token,
+    "listAuditEvents": audit.list_audit_events,
+    # operators
+    "getHealth": operations.get_health,
+    "getReadiness": operations.get_readiness,
+    "getMetrics": operations.get_metrics,
+}

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from .. import runtime
+from .. import runtime, spec
 from ..auth import Principal, principal
-from ..errors import ApiError
 from ..runtime import reading, secret, session
 from ..store import queries
 from ..store.models import ApiKey
-from . import granted, iso_z, paging_headers
+from ..store.queries import KeyRow
+from .common import granted, iso_z, paging_headers, visible_key
 
-# Billing field name -> column, for the fields the spec lets clients sort and filter on.
+# The billing view's field names -> the store's columns. Which of them a client may sort and filter on
+# is the spec's to say (the `sort` enum, the `filter` pattern); their names in the store are the view's.
 COLUMNS = {
     "id": "id",
     "description": "description",
@@ -24,10 +25,11 @@ COLUMNS = {
     "createdTime": "created_at",
     "updatedTime": "updated_at",
 }
-DEFAULT_SORT = ["-createdTime"]
+# Where a key's `self` link points: the resource's path, as the spec's server and path name it.
+LINK = spec.base_path(spec.document()) + "/api-keys/{}"
 
 
-def _key(row: ApiKey) -> dict:
+def _key(row: ApiKey | KeyRow) -> dict:
     view = {
         "id": row.id,
         "description": row.description,
@@ -35,7 +37,7 @@ def _key(row: ApiKey) -> dict:
         "allowedIps": row.allowed_ips,
         "createdTime": iso_z(row.created_at),
         "updatedTime": iso_z(row.updated_at),
-        "_links": [{"href": f"/api/v1/api-keys/{quote(row.id, safe='')}", "rel": "self"}],
+        "_links": [{"href": LINK.format(quote(row.id, safe="")), "rel": "self"}],
     }
     if row.acl is not None:
         view["acl"] = row.acl
@@ -58,10 +60,10 @@ def _filter(expression: str | None) -> list[tuple[str, list[str]]]:
     return conditions
 
 
-async def get_api_key_collection(token_info: dict, limit: int, offset: int, sort: list[str] | None = None,
+async def get_api_key_collection(token_info: dict, limit: int, offset: int, sort: list[str],
                                  filter_: str | None = None):
     me = principal(token_info)
-    order = [(COLUMNS[field.lstrip("-")], field.startswith("-")) for field in (sort or DEFAULT_SORT)]
+    order = [(COLUMNS[field.lstrip("-")], field.startswith("-")) for field in sort]
     total, rows = await runtime.current().store.read(
         queries.page_keys, me.organization_id, owner_id=None if me.is_admin else me.user_id,
         match=_filter(filter_), order=order, limit=limit, offset=offset,
@@ -88,31 +90,18 @@ def _fields(me: Principal, body: dict) -> dict:
     }
 
 
-def _audit(s, me: Principal, action: str, row: ApiKey) -> None:
-    queries.record(s, action=action, target_type="api_key", target_id=row.id, **me.actor())
-
-
-def _visible(s, me: Principal, key_id: str) -> ApiKey:
-    """A live key of the organization (of the caller, for a member), or 404."""
-    row = queries.get_key(s, me.organization_id, key_id)
-    if row is None or (not me.is_admin and row.user_id != me.user_id):
-        raise ApiError("not_found", "The API key can't be found.")
-    return row
-
-
 def post_api_key(body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        row, plaintext = queries.issue_key(s, secret(), organization_id=me.organization_id, user_id=me.user_id,
-                                           **_fields(me, body))
-        _audit(s, me, "key.created", row)
+        row, plaintext = queries.issue_key(s, secret(), actor=me.actor(), organization_id=me.organization_id,
+                                           user_id=me.user_id, **_fields(me, body))
         return {**_key(row), "secretKey": plaintext}, 201
 
 
 def get_api_key_resource(id_: str, token_info: dict):
     me = principal(token_info)
     with reading() as s:
-        return _key(_visible(s, me, id_))
+        return _key(visible_key(s, me, id_))
 
 
 def put_api_key_resource(id_: str, body: dict, token_info: dict):
@@ -121,32 +110,23 @@ def put_api_key_resource(id_: str, body: dict, token_info: dict):
     fields = _fields(me, body)
     with session() as s:
         row = queries.get_key(s, me.organization_id, id_, include_revoked=True, for_update=True)
-        plaintext = None
         if row is None:
             # Two PUTs of a new id can race; the unique (organization, id) index lets one insert win,
             # and the other becomes an update of what it made: one object, either way.
-            made = queries.try_issue_key(s, secret(), id=id_, organization_id=me.organization_id,
+            made = queries.try_issue_key(s, secret(), actor=me.actor(), id=id_, organization_id=me.organization_id,
                                          user_id=me.user_id, **fields)
-            if made is None:
-                row = queries.get_key(s, me.organization_id, id_, include_revoked=True, for_update=True)
-            else:
-                row, plaintext = made
+            if made is not None:
+                return {**_key(made[0]), "secretKey": made[1]}, 201
         elif row.revoked_at is not None:
-            plaintext = queries.reissue_key(s, secret(), row, user_id=me.user_id, **fields)
-        if plaintext is None:
-            if not me.is_admin and row.user_id != me.user_id:
-                # As GET answers: another user's key does not exist for a member.
-                raise ApiError("not_found", "The API key can't be found.")
-            queries.update_key(s, row, **fields)
-            _audit(s, me, "key.updated", row)
-            return _key(row), 200
-        _audit(s, me, "key.created", row)
-        return {**_key(row), "secretKey": plaintext}, 201
+            plaintext = queries.reissue_key(s, secret(), row, actor=me.actor(), user_id=me.user_id, **fields)
+            return {**_key(row), "secretKey": plaintext}, 201
+        row = visible_key(s, me, id_, for_update=True)  # a live key: the caller's own, or any for an admin
+        queries.update_key(s, row, actor=me.actor(), **fields)
+        return _key(row), 200
 
 
 def delete_api_key_resource(id_: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        row = _visible(s, me, id_)
-        queries.revoke_keys(s, [row], actor=me.actor())
+        queries.revoke_keys(s, [visible_key(s, me, id_)], actor=me.actor())
     return None, 204

@@ -6,12 +6,12 @@ Revoked keys stay listed, with `active: false`.
 
 from __future__ import annotations
 
-from ..auth import Principal, principal
+from ..auth import principal
 from ..errors import ApiError
 from ..runtime import reading, secret, session
 from ..store import queries
 from ..store.models import ApiKey, utcnow
-from . import granted, iso_z
+from .common import granted, iso_z, visible_key
 
 
 def _key(row: ApiKey) -> dict:
@@ -30,12 +30,9 @@ def _key(row: ApiKey) -> dict:
     }
 
 
-def _mine(s, me: Principal, key_id: str) -> ApiKey:
-    row = queries.get_key(s, me.organization_id, key_id, include_revoked=True)
-    # Only the caller's own keys exist on these paths; a colleague's key is not found, like any other.
-    if row is None or row.user_id != me.user_id:
-        raise ApiError("not_found", "The API key can't be found.")
-    return row
+def _own(s, me, key_id: str) -> ApiKey:
+    # Only the caller's own keys exist on these paths, for admins too; revoked ones stay listed.
+    return visible_key(s, me, key_id, own_only=True, include_revoked=True)
 
 
 def list_my_api_keys(token_info: dict):
@@ -49,31 +46,30 @@ def create_my_api_key(body: dict, token_info: dict):
     permissions = granted(me, body.get("allowed_scopes"), "secret")
     with session() as s:
         row, plaintext = queries.issue_key(
-            s, secret(), organization_id=me.organization_id, user_id=me.user_id, description=body["name"],
-            permissions=permissions, allow_self_revoke=body["allow_self_revoke"],
+            s, secret(), actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
+            description=body["name"], permissions=permissions, allow_self_revoke=body["allow_self_revoke"],
             workspace_id=body.get("workspace_id"),
         )
-        queries.record(s, action="key.created", target_type="api_key", target_id=row.id, **me.actor())
         return {**_key(row), "key": plaintext}, 201
 
 
 def get_my_api_key(id_: str, token_info: dict):
     me = principal(token_info)
     with reading() as s:
-        return _key(_mine(s, me, id_))
+        return _key(_own(s, me, id_))
 
 
 def revoke_my_api_key(id_: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        queries.revoke_keys(s, [_mine(s, me, id_)], actor=me.actor())
+        queries.revoke_keys(s, [_own(s, me, id_)], actor=me.actor())
     return None, 204
 
 
 def revoke_current_api_key(token_info: dict):
     me = principal(token_info)
     with session() as s:
-        row = _mine(s, me, me.key_id)
+        row = _own(s, me, me.key_id)
         if not row.allow_self_revoke:
             raise ApiError("forbidden", "This key does not allow self-revocation.")
         queries.revoke_keys(s, [row], actor=me.actor())

@@ -1,18 +1,26 @@
-"""Every query keyhouse runs. Handlers pass plain values in and get rows out; no SQL elsewhere."""
+"""Every query keyhouse runs. Handlers pass plain values in and get rows out; no SQL elsewhere.
+
+Every mutation records its audit event here, in its own transaction: no change can miss the trail. A
+mutation made for a request takes `actor`, who is making it (`auth.Principal.actor()`); one made outside
+any request (the CLI's bootstrap, a test's setup) passes `actor=None` and records none.
+"""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple, cast
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, null, or_, select, update
+from sqlalchemy import Connection, CursorResult, bindparam, delete, func, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import keys
 from .models import ApiKey, Association, AuditEvent, Organization, RetiredSecret, Ruleset, User, fold, utcnow
+
+Actor = dict | None  # organization_id, actor_user_id, actor_key_id, ip: the fields of an audit event
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,8 @@ def user_by_email(session: Session, email: str) -> User | None:
 
 # ------------------------------------------------------------------ keys
 
-def issue_key(session: Session, secret: bytes, *, organization_id: str, user_id: str, description: str,
-              permissions: list | None = None, **fields) -> tuple[ApiKey, str]:
+def issue_key(session: Session, secret: bytes, *, actor: Actor, organization_id: str, user_id: str,
+              description: str, permissions: list | None = None, **fields) -> tuple[ApiKey, str]:
     """A new key row and its plaintext, which the caller shows once and drops."""
     new = keys.new(secret)
     now = utcnow()
@@ -138,6 +146,7 @@ def issue_key(session: Session, secret: bytes, *, organization_id: str, user_id:
     session.add(row)
     session.flush()
     _count_live(session, organization_id, +1)
+    _audit(session, actor, "key.created", "api_key", row.id)
     return row, new.plaintext
 
 
@@ -164,7 +173,7 @@ def try_issue_key(session: Session, secret: bytes, **fields) -> tuple[ApiKey, st
         return None
 
 
-def reissue_key(session: Session, secret: bytes, row: ApiKey, **fields) -> str:
+def reissue_key(session: Session, secret: bytes, row: ApiKey, *, actor: Actor, **fields) -> str:
     """Give a revoked key's id to a new key: new secret, new fields, the old secret dead for good."""
     now = utcnow()
     for name, value in fields.items():
@@ -174,6 +183,7 @@ def reissue_key(session: Session, secret: bytes, row: ApiKey, **fields) -> str:
     row.created_at = row.updated_at = now
     session.flush()
     _count_live(session, row.organization_id, +1)
+    _audit(session, actor, "key.created", "api_key", row.id)
     return plaintext
 
 
@@ -190,19 +200,22 @@ def _new_secret(session: Session, secret: bytes, row: ApiKey, now: datetime, gra
     return new.plaintext
 
 
-def update_key(session: Session, row: ApiKey, **fields) -> None:
+def update_key(session: Session, row: ApiKey, *, actor: Actor, **fields) -> None:
     for name, value in fields.items():
         setattr(row, name, value)
     row.updated_at = utcnow()
     session.flush()
+    _audit(session, actor, "key.updated", "api_key", row.id)
 
 
-def reroll_key(session: Session, secret: bytes, row: ApiKey, grace: timedelta) -> tuple[str, datetime]:
+def reroll_key(session: Session, secret: bytes, row: ApiKey, grace: timedelta, *,
+               actor: Actor) -> tuple[str, datetime]:
     """A new secret for the key; the old one stays valid for `grace` (not at all when it is zero)."""
     now = utcnow()
     plaintext = _new_secret(session, secret, row, now, grace)
     row.updated_at = now
     session.flush()
+    _audit(session, actor, "key.rerolled", "api_key", row.id, detail=f"grace {int(grace.total_seconds())}s")
     return plaintext, now + grace
 
 
@@ -248,7 +261,8 @@ def page_keys(db: Session | Connection, organization_id: str, *, owner_id: str |
     ApiKey's attribute names.
 
     One statement: every row of the page carries the total too. Only an empty page asks for it again."""
-    params = {"organization_id": organization_id, "owner_id": owner_id, "limit": limit, "offset": offset}
+    params: dict[str, object] = {"organization_id": organization_id, "owner_id": owner_id, "limit": limit,
+                                 "offset": offset}
     for i, (_column, values) in enumerate(match):
         params[f"match_{i}"] = [fold(v) for v in values]
     total, page = _page_statements(owner_id is not None, tuple(column for column, _ in match), tuple(order))
@@ -301,16 +315,14 @@ def _page_statements(by_owner: bool, match: tuple[str, ...], order: tuple[tuple[
     return total, page
 
 
-def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: dict) -> None:
-    """Revoke the live ones among `rows`, each recorded in the audit trail as done by `actor`
-    (Principal.actor()), in the same transaction: no revocation can miss the trail."""
+def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: Actor) -> None:
+    """Revoke the live ones among `rows`."""
     now = utcnow()
     for row in rows:
         if row.revoked_at is None:
             row.revoked_at = row.updated_at = now
             _count_live(session, row.organization_id, -1)
-            record(session, **{**actor, "organization_id": row.organization_id}, action="key.revoked",
-                   target_type="api_key", target_id=row.id)
+            _audit(session, actor, "key.revoked", "api_key", row.id)
     session.flush()
 
 
@@ -329,22 +341,25 @@ def count_rulesets(session: Session, organization_id: str) -> int:
     """How many rulesets the organization holds, with its row locked until the transaction ends, so
     that two creates cannot both pass a limit (SQLite's write transactions are serialized anyway)."""
     session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
-    return session.scalar(select(func.count()).select_from(Ruleset).where(Ruleset.organization_id == organization_id))
+    return session.scalar(select(func.count()).select_from(Ruleset)
+                          .where(Ruleset.organization_id == organization_id)) or 0
 
 
-def insert_ruleset(session: Session, organization_id: str, **fields) -> Ruleset:
+def insert_ruleset(session: Session, organization_id: str, *, actor: Actor, **fields) -> Ruleset:
     now = utcnow()
     ruleset = Ruleset(organization_id=organization_id, created_at=now, updated_at=now, **fields)
     session.add(ruleset)
     session.flush()
+    _audit(session, actor, "ruleset.created", "ruleset", ruleset.id)
     return ruleset
 
 
-def update_ruleset(session: Session, ruleset: Ruleset, **fields) -> None:
+def update_ruleset(session: Session, ruleset: Ruleset, *, actor: Actor, **fields) -> None:
     for name, value in fields.items():
         setattr(ruleset, name, value)
     ruleset.updated_at = utcnow()
     session.flush()
+    _audit(session, actor, "ruleset.updated", "ruleset", ruleset.id)
 
 
 def rulesets_of(session: Session, organization_id: str, region: str | None = None) -> Sequence[Ruleset]:
@@ -360,9 +375,10 @@ def get_ruleset(session: Session, organization_id: str, ruleset_id: str) -> Rule
     ).one_or_none()
 
 
-def delete_ruleset(session: Session, ruleset: Ruleset) -> None:
+def delete_ruleset(session: Session, ruleset: Ruleset, *, actor: Actor) -> None:
     session.execute(delete(Association).where(Association.ruleset_id == ruleset.id))
     session.execute(delete(Ruleset).where(Ruleset.id == ruleset.id))
+    _audit(session, actor, "ruleset.deleted", "ruleset", ruleset.id)
 
 
 def associations_of(session: Session, ruleset_ids: Sequence[str]) -> dict[str, list[Association]]:
@@ -375,7 +391,7 @@ def associations_of(session: Session, ruleset_ids: Sequence[str]) -> dict[str, l
     return found
 
 
-def add_association(session: Session, ruleset: Ruleset, entity_type: str, entity_id: str) -> bool:
+def add_association(session: Session, ruleset: Ruleset, entity_type: str, entity_id: str, *, actor: Actor) -> bool:
     """True when made, False when it already existed (a race with a twin request included)."""
     exists = select(Association.pk).where(Association.ruleset_id == ruleset.id, Association.entity_type == entity_type,
                                           Association.entity_id == entity_id)
@@ -387,15 +403,19 @@ def add_association(session: Session, ruleset: Ruleset, entity_type: str, entity
                                     entity_type=entity_type, entity_id=entity_id))
     except IntegrityError:
         return False
+    _audit(session, actor, "association.created", "association", f"{ruleset.id}/{entity_type}/{entity_id}")
     return True
 
 
-def remove_association(session: Session, ruleset: Ruleset, entity_type: str, entity_id: str) -> bool:
-    done = session.execute(
+def remove_association(session: Session, ruleset: Ruleset, entity_type: str, entity_id: str, *, actor: Actor) -> bool:
+    done = cast(CursorResult, session.execute(  # a DELETE's result is a cursor's: it counts the rows
         delete(Association).where(Association.ruleset_id == ruleset.id, Association.entity_type == entity_type,
                                   Association.entity_id == entity_id)
-    )
-    return done.rowcount > 0
+    ))
+    if done.rowcount == 0:
+        return False
+    _audit(session, actor, "association.deleted", "association", f"{ruleset.id}/{entity_type}/{entity_id}")
+    return True
 
 
 def rulesets_of_entity(session: Session, organization_id: str, entity_type: str, entity_id: str) -> Sequence[Ruleset]:
@@ -409,12 +429,16 @@ def rulesets_of_entity(session: Session, organization_id: str, entity_type: str,
 
 # ------------------------------------------------------------------ audit trail
 
-def record(session: Session, *, organization_id: str | None, action: str, target_type: str,
-           target_id: str | None = None, actor_user_id: str | None = None, actor_key_id: str | None = None,
-           ip: str | None = None, detail: str | None = None) -> None:
-    session.add(AuditEvent(organization_id=organization_id, action=action, target_type=target_type,
-                           target_id=target_id, actor_user_id=actor_user_id, actor_key_id=actor_key_id,
-                           ip=ip, detail=detail, at=utcnow()))
+def token_issued(session: Session, *, actor: Actor, key_id: str) -> None:
+    """A token was made from a key: nothing is stored but the trail's event."""
+    _audit(session, actor, "token.issued", "api_key", key_id)
+
+
+def _audit(session: Session, actor: Actor, action: str, target_type: str, target_id: str,
+           detail: str | None = None) -> None:
+    if actor is not None:
+        session.add(AuditEvent(**actor, action=action, target_type=target_type, target_id=target_id, detail=detail,
+                               at=utcnow()))
 
 
 def insert_events(session: Session, events: Sequence[dict]) -> None:

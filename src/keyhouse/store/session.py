@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -46,7 +47,6 @@ def _alembic(connection=None) -> Config:
 
 class Store:
     def __init__(self, database_url: str):
-        self.url = database_url
         self.engine: Engine = _engine(database_url)
         self._sessions = sessionmaker(self.engine.execution_options(keyhouse_writes=True), expire_on_commit=False)
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
@@ -97,7 +97,7 @@ class Store:
             return MigrationContext.configure(connection).get_current_revision()
 
     @staticmethod
-    def head() -> str:
+    def head() -> str | None:
         return ScriptDirectory.from_config(_alembic()).get_current_head()
 
     def is_empty(self) -> bool:

@@ -1,13 +1,13 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 """
 
-from alembic import op
 import sqlalchemy as sa
-import keyhouse.store.models
+from alembic import op
 
+import keyhouse.store.models
 
 revision = '0001'
 down_revision = None
@@ -99,7 +99,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.create_index('ix_api_keys_org_created', ['organization_id', 'created_at'], unique=False)
-        batch_op.create_index('ix_api_keys_org_user_created', ['organization_id', 'user_id', 'created_at'], unique=False)
+        batch_op.create_index('ix_api_keys_org_user_created', ['organization_id', 'user_id', 'created_at'],
+                              unique=False)
 
     op.create_table('ruleset_associations',
     sa.Column('pk', sa.Integer(), autoincrement=True, nullable=False),

@@ -4,8 +4,8 @@ Revision ID: 0002
 Revises: 0001
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = '0002'
 down_revision = '0001'
@@ -25,7 +25,8 @@ def upgrade() -> None:
         op.create_index(f"ix_api_keys_live_{column}", "api_keys", ["organization_id", column, "pk"],
                         postgresql_where=sa.text("revoked_at IS NULL"), sqlite_where=sa.text("revoked_at IS NULL"))
     for column in FILTERED:
-        op.create_index(f"ix_api_keys_lower_{column}", "api_keys", [sa.text("organization_id"), sa.text(f"lower({column})")])
+        op.create_index(f"ix_api_keys_lower_{column}", "api_keys", [sa.text("organization_id"),
+                                                                    sa.text(f"lower({column})")])
 
 
 def downgrade() -> None:

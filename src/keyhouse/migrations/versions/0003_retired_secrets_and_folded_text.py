@@ -5,8 +5,8 @@ Revision ID: 0003
 Revises: 0002
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from keyhouse.store.models import UtcDateTime, fold
 
@@ -54,8 +54,8 @@ def upgrade() -> None:
     op.create_index("ix_retired_secrets_key_version", "retired_secrets", ["key_pk", "version"])
     if previous:
         op.bulk_insert(retired, [{"key_hash": row.previous_key_hash, "key_pk": row.pk, "version": 0,
-                                  "retired_at": row.updated_at, "valid_until": row.previous_valid_until or row.updated_at}
-                                 for row in previous])
+                                  "retired_at": row.updated_at,
+                                  "valid_until": row.previous_valid_until or row.updated_at} for row in previous])
 
 
 def _fill_folded() -> None:
@@ -78,7 +78,8 @@ def _fill_folded() -> None:
 def downgrade() -> None:
     for column in FOLDED:
         op.drop_index(f"ix_api_keys_folded_{column}", table_name="api_keys")
-        op.create_index(f"ix_api_keys_lower_{column}", "api_keys", [sa.text("organization_id"), sa.text(f"lower({column})")])
+        op.create_index(f"ix_api_keys_lower_{column}", "api_keys", [sa.text("organization_id"),
+                                                                    sa.text(f"lower({column})")])
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("previous_key_hash", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("previous_valid_until", UtcDateTime(timezone=True), nullable=True))

@@ -1,0 +1,24 @@
+"""The audit trail: `GET /audit/events`, an organization's events newest first, for its admins."""
+
+from __future__ import annotations
+
+from ..auth import principal
+from ..runtime import reading
+from ..store import queries
+from ..store.models import AuditEvent
+from .common import iso_z, only_admins, paging_headers
+
+
+def _event(row: AuditEvent) -> dict:
+    return {"id": row.id, "at": iso_z(row.at), "action": row.action, "actor_user_id": row.actor_user_id,
+            "actor_key_id": row.actor_key_id, "target_type": row.target_type, "target_id": row.target_id,
+            "ip": row.ip, "detail": row.detail}
+
+
+def list_audit_events(token_info: dict, limit: int, offset: int):
+    me = principal(token_info)
+    only_admins(me)
+    with reading() as s:
+        total, rows = queries.page_events(s, me.organization_id, limit, offset)
+        page = [_event(row) for row in rows]
+    return page, 200, paging_headers(total, limit, offset)

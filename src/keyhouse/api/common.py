@@ -1,0 +1,66 @@
+"""What the handlers share: time formats, paging headers, who may see a key, what a new key may hold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from .. import runtime
+from ..auth import Principal
+from ..errors import ApiError
+from ..store import queries
+from ..store.models import ApiKey
+
+
+def iso_z(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, to the second, as the billing and workspace APIs write it."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")[:19] + "Z"
+
+
+def iso_offset(moment: datetime) -> str:
+    """RFC 3339 in UTC with `+00:00`, to the second, as the cloud API writes it."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")[:19] + "+00:00"
+
+
+def paging_headers(total: int, limit: int, offset: int) -> dict[str, str]:
+    """The `Pagination-*` headers the spec declares for paged lists; the total counts the collection."""
+    return {"Pagination-Total": str(total), "Pagination-Limit": str(limit), "Pagination-Offset": str(offset)}
+
+
+def granted(me: Principal, requested: list[str] | None, key_type: str) -> list[str]:
+    """The permissions of a key `me` is making: those requested, or by default the creator's own.
+
+    Refuses (403, a policy and not a schema matter) what the creator does not hold, and writing
+    operations for a publishable key.
+    """
+    policy = runtime.current().policy
+    if requested is None:
+        wanted = [p for p in me.permissions if key_type != "publishable" or p not in policy.writes]
+    else:
+        wanted = list(dict.fromkeys(requested))
+    why = policy.grantable(list(me.permissions), me.key_type, wanted, key_type)
+    if why is None:
+        return wanted
+    raise ApiError("forbidden", why[0].upper() + why[1:] + ".")
+
+
+def only_admins(me: Principal) -> None:
+    if not me.is_admin:
+        raise ApiError("forbidden", "Only administrators of the organization may do this.")
+
+
+def may_see(me: Principal, owner_user_id: str, *, own_only: bool = False) -> bool:
+    """Whose keys a caller may see and change: its own; an admin's, every key of its organization (unless
+    the family shows only one's own keys, as the workspace family does). Other organizations' keys are
+    never asked about: every query is scoped to the caller's organization."""
+    return owner_user_id == me.user_id or (me.is_admin and not own_only)
+
+
+def visible_key(s: Session, me: Principal, key_id: str, *, own_only: bool = False, include_revoked: bool = False,
+                for_update: bool = False) -> ApiKey:
+    """The key `me` may see, or 404: a key it may not see does not exist for it (never a telling 403)."""
+    row = queries.get_key(s, me.organization_id, key_id, include_revoked=include_revoked, for_update=for_update)
+    if row is None or not may_see(me, row.user_id, own_only=own_only):
+        raise ApiError("not_found", "The API key can't be found.", code="api_keys.key_not_found")
+    return row
