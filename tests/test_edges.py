@@ -42,12 +42,13 @@ def victim(app, client, world) -> Victim:
 # ------------------------------------------------------------------ 1. media types
 
 @pytest.mark.parametrize("operation_id", WITH_BODY)
-def test_a_body_without_a_media_type_is_415_and_changes_nothing(client, victim, operation_id):
+@pytest.mark.parametrize("content_type", [{}, {"Content-Type": ""}], ids=["absent", "empty"])
+def test_a_body_without_a_media_type_is_415_and_changes_nothing(client, victim, operation_id, content_type):
     method, path, op = operation(operation_id)
     request = request_for(method, path, op, victim)
-    body = json.dumps(request.pop("json")).encode()  # as bytes, httpx sends no Content-Type
+    body = json.dumps(request.pop("json")).encode()  # as bytes, httpx sends no Content-Type of its own
     before = victim.snapshot()
-    answer = client.request(**request, content=body, headers=victim.admin.bearer)
+    answer = client.request(**request, content=body, headers={**victim.admin.bearer, **content_type})
     assert answer.status_code == 415, answer.text
     assert_documented(op, answer)
     assert victim.snapshot() == before

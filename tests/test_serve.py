@@ -118,12 +118,13 @@ def test_the_head_limit_counts_head_bytes_only_on_every_operation_with_a_body(se
     import json
     import re
 
+    from keyhouse.config import Settings
     from tests.documented import assert_documented
     from tests.test_owasp import OPERATIONS
 
     key, start = served
     base = start()
-    cap = 64 * 1024  # KEYHOUSE_MAX_BODY_BYTES' default
+    cap = Settings.max_body_bytes  # KEYHOUSE_MAX_BODY_BYTES' default, which the served server runs with
     values = {"association_type": "deployment"}
     wrong = []
     for method, path, op in OPERATIONS:

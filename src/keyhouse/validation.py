@@ -87,7 +87,7 @@ class RequestBodyValidator(JSONRequestBodyValidator):
         raw = b"".join([message async for message in stream])
         if not raw:
             return None
-        if not any(name == b"content-type" for name, _ in scope["headers"]):
+        if not any(name == b"content-type" and value.strip() for name, value in scope["headers"]):
             # Connexion would guess the operation's media type for a body that names none; a body
             # is read as what it says it is, or not at all.
             raise ApiError("unsupported_media_type", "The request body has no Content-Type; send it as "
