@@ -12,10 +12,11 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.cli.commands.run.warnings import RATE_LIMITED_THRESHOLD, StatusCodeStatistic
 from schemathesis.core.parameters import ParameterLocation
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import delete, func, select, update
 
 from keyhouse.store import queries
-from keyhouse.store.models import ApiKey, Association, AuditEvent, Organization, RetiredSecret, Ruleset
+from keyhouse.store.models import ApiKey, Association, AuditEvent, Organization, PlatformApi, RetiredSecret, Ruleset
 from tests.conftest import SECRET, add_actor, add_organization, make_app
 
 _DIR = Path(tempfile.mkdtemp(prefix="keyhouse-fuzz-"))
@@ -61,7 +62,8 @@ with APP.runtime.store.session() as _s:
     RULESET = {c: getattr(_ruleset, c) for c in ("name", "description", "type", "region", "include_by_default",
                                                  "rules")}
 REAL_PATH = {"user_id": ADMIN.user_id, "api_key_id": TARGET_ID, "id": TARGET_ID, "key_id": TARGET_ID,
-             "ruleset_id": RULESET_ID, "association_type": "deployment", "associated_entity_id": "dep-fuzz"}
+             "ruleset_id": RULESET_ID, "association_type": "deployment", "associated_entity_id": "dep-fuzz",
+             "api_name": "fuzz-api"}
 REAL_BODY = {"keys": [TARGET_ID], "api_key_ids": [TARGET_ID], "user_id": ADMIN.user_id}
 
 
@@ -72,6 +74,9 @@ def _put_back_targets() -> None:
                                                                        id=RULESET_ID,
                                                                         **RULESET)
         queries.add_association(s, ruleset, "deployment", "dep-fuzz", actor=None)
+        if queries.platform_api(s, ADMIN.organization_id, "fuzz-api") is None:
+            queries.declare_platform_api(s, ADMIN.organization_id, "fuzz-api", actor=None, source="scopes",
+                                         document=None, permissions=["read"], groups={})
         live = select(func.count()).select_from(ApiKey).where(
             ApiKey.organization_id == ADMIN.organization_id, ApiKey.revoked_at.is_(None)).scalar_subquery()
         s.execute(update(Organization).where(Organization.id == ADMIN.organization_id).values(live_keys=live))
@@ -117,8 +122,17 @@ def statuses(request):
 def test_every_operation_conforms(case, statuses):
     _aim_at_real_objects(case)
     _put_back_targets()
-    response = case.call_and_validate()
+    response = case.call_and_validate(excluded_checks=_not_for(case))
     statuses[response.status_code] += 1
+
+
+def _not_for(case) -> list:
+    """An API's OpenAPI document travels as text: a string the schema admits is rarely a document, and
+    422 naming what is wrong with it is the documented answer. Such cases are held to every check but
+    the one that expects schema-valid data to be accepted (bodies with scopes are held to all)."""
+    if isinstance(case.body, dict) and "openapi" in case.body:
+        return [positive_data_acceptance]
+    return []
 
 
 def _admin_key_row() -> dict:
@@ -134,6 +148,10 @@ _ADMIN_ROW = _admin_key_row()
 
 
 class Workflow(schema.as_state_machine()):
+    def validate_response(self, response, case, additional_checks=None, **kwargs):
+        case.validate_response(response, additional_checks=additional_checks, excluded_checks=_not_for(case),
+                               transport_kwargs=kwargs or None, recorder=getattr(self, "recorder", None))
+
     def teardown(self):
         """Every example starts from the same database (the admin's key as it was, too), so that which
         links can be followed never depends on what earlier examples left behind."""
@@ -142,6 +160,7 @@ class Workflow(schema.as_state_machine()):
             s.execute(delete(Ruleset))
             s.execute(delete(AuditEvent))
             s.execute(delete(RetiredSecret))
+            s.execute(delete(PlatformApi))
             s.execute(delete(ApiKey).where(ApiKey.id.not_in([ADMIN.key_id, TARGET_ID])))
             s.execute(update(ApiKey).where(ApiKey.id == ADMIN.key_id).values(**_ADMIN_ROW))
             s.execute(update(Organization).values(live_keys=1))

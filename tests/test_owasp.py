@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from keyhouse import keys, spec
 from keyhouse.store import queries
-from keyhouse.store.models import ApiKey, Association, Ruleset
+from keyhouse.store.models import ApiKey, Association, PlatformApi, Ruleset
 from keyhouse.validation import compiled
 from tests.conftest import SECRET
 
@@ -47,7 +47,8 @@ def _resolved(node):
 
 
 class Victim:
-    """Organization acme: its admin, a member, a second key of the admin's, a ruleset with an association."""
+    """Organization acme: its admin, a member, a second key of the admin's, a ruleset with an association, and
+    an API it declared."""
 
     def __init__(self, app, client, world):
         self.admin, self.member = world.acme_admin, world.acme_member
@@ -61,13 +62,16 @@ class Victim:
         associated = client.post(f"/api/v1/deployments/traffic-filter/rulesets/{self.ruleset_id}/associations",
                                  headers=self.admin.cloud, json={"entity_type": "deployment", "id": "dep-acme-1"})
         assert associated.status_code in (200, 201), associated.text
+        declared = client.post("/api/v1/apis", headers=self.admin.bearer,
+                               json={"name": "victim-docs", "scopes": ["docs:read", "docs:write"]})
+        assert declared.status_code == 201, declared.text
         self.app = app
 
     def path_values(self) -> dict:
         """A value for every path parameter of the spec, each naming a victim's object."""
         return {"api_key_id": self.key_id, "id": self.key_id, "key_id": self.key_id, "user_id": self.admin.user_id,
                 "ruleset_id": self.ruleset_id, "association_type": "deployment",
-                "associated_entity_id": "dep-acme-1"}
+                "associated_entity_id": "dep-acme-1", "api_name": "victim-docs"}
 
     def bodies(self) -> dict:
         """A valid body for every request schema of the spec, aimed at the victim's objects."""
@@ -84,6 +88,8 @@ class Victim:
             "VerifyKeyRequest": {"key": self.key},
             "RerollKeyRequest": {"grace_period_seconds": 0},
             "CreateTokenRequest": {"expires_in": 60},
+            "PlatformApiInput": {"name": "intruder", "scopes": ["intrude"]},
+            "PlatformApiDefinition": {"scopes": ["intrude"]},
         }
 
     def secrets(self) -> set[str]:
@@ -105,6 +111,8 @@ class Victim:
                     select(Ruleset).where(Ruleset.organization_id == self.admin.organization_id))]
                 state += [(a.ruleset_id, a.entity_type, a.entity_id) for a in s.scalars(
                     select(Association).where(Association.ruleset_id == self.ruleset_id))]
+                state += [(p.name, p.source, p.permissions, p.groups, p.document) for p in s.scalars(
+                    select(PlatformApi).where(PlatformApi.organization_id == self.admin.organization_id))]
             return state
 
 
@@ -183,7 +191,8 @@ def test_api5_a_key_without_the_permission_is_refused_and_changes_nothing(client
     assert victim.snapshot() == before
 
 
-ADMIN_ONLY = {"getUsersApiKeys", "deleteUsersApiKeys", "listAuditEvents"}
+ADMIN_ONLY = {"getUsersApiKeys", "deleteUsersApiKeys", "listAuditEvents", "listPlatformApis", "createPlatformApi",
+              "getPlatformApi", "replacePlatformApi", "deletePlatformApi"}
 
 
 @pytest.mark.parametrize("operation_id", sorted(ADMIN_ONLY))

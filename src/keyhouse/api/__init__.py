@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import audit, billing, cloud_keys, operations, rotation, tokens, traffic_filters, verification, workspace
+from . import (
+    audit,
+    billing,
+    cloud_keys,
+    operations,
+    platform_apis,
+    rotation,
+    tokens,
+    traffic_filters,
+    verification,
+    workspace,
+)
 
 HANDLERS: dict[str, Callable] = {
     # cloud family: API keys
@@ -51,6 +62,12 @@ HANDLERS: dict[str, Callable] = {
     "rerollKey": rotation.reroll_key,
     "createAuthToken": tokens.create_auth_token,
     "listAuditEvents": audit.list_audit_events,
+    # the organizations' own APIs
+    "listPlatformApis": platform_apis.list_platform_apis,
+    "createPlatformApi": platform_apis.create_platform_api,
+    "getPlatformApi": platform_apis.get_platform_api,
+    "replacePlatformApi": platform_apis.replace_platform_api,
+    "deletePlatformApi": platform_apis.delete_platform_api,
     # operators
     "getHealth": operations.get_health,
     "getReadiness": operations.get_readiness,

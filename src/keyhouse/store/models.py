@@ -170,6 +170,23 @@ class Association(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class PlatformApi(Base):
+    """An API an organization guards with keyhouse, and the permissions it declares (keyhouse.platforms)."""
+
+    __tablename__ = "platform_apis"
+    __table_args__ = (UniqueConstraint("organization_id", "name", name="uq_platform_apis_org_name"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(63))
+    source: Mapped[str] = mapped_column(String(16))  # openapi | scopes
+    document: Mapped[str | None] = mapped_column(Text, nullable=True)  # as the organization sent it
+    permissions: Mapped[list] = mapped_column(JSON)
+    groups: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_org_id", "organization_id", "id"),)

@@ -18,7 +18,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import keys
-from .models import ApiKey, Association, AuditEvent, Organization, RetiredSecret, Ruleset, User, fold, utcnow
+from .models import (
+    ApiKey,
+    Association,
+    AuditEvent,
+    Organization,
+    PlatformApi,
+    RetiredSecret,
+    Ruleset,
+    User,
+    fold,
+    utcnow,
+)
 
 Actor = dict | None  # organization_id, actor_user_id, actor_key_id, ip: the fields of an audit event
 
@@ -201,10 +212,7 @@ def _new_secret(session: Session, secret: bytes, row: ApiKey, now: datetime, gra
 
 
 def update_key(session: Session, row: ApiKey, *, actor: Actor, **fields) -> None:
-    for name, value in fields.items():
-        setattr(row, name, value)
-    row.updated_at = utcnow()
-    session.flush()
+    _update(session, row, fields)
     _audit(session, actor, "key.updated", "api_key", row.id)
 
 
@@ -355,10 +363,7 @@ def insert_ruleset(session: Session, organization_id: str, *, actor: Actor, **fi
 
 
 def update_ruleset(session: Session, ruleset: Ruleset, *, actor: Actor, **fields) -> None:
-    for name, value in fields.items():
-        setattr(ruleset, name, value)
-    ruleset.updated_at = utcnow()
-    session.flush()
+    _update(session, ruleset, fields)
     _audit(session, actor, "ruleset.updated", "ruleset", ruleset.id)
 
 
@@ -427,7 +432,60 @@ def rulesets_of_entity(session: Session, organization_id: str, entity_type: str,
     ).all()
 
 
+# ------------------------------------------------------------------ the organizations' own APIs
+
+def platform_apis(session: Session, organization_id: str) -> Sequence[PlatformApi]:
+    return session.scalars(select(PlatformApi).where(PlatformApi.organization_id == organization_id)
+                           .order_by(PlatformApi.name)).all()
+
+
+def platform_api(session: Session, organization_id: str, name: str, *, for_update: bool = False) -> PlatformApi | None:
+    query = select(PlatformApi).where(PlatformApi.organization_id == organization_id, PlatformApi.name == name)
+    return session.scalars(query.with_for_update() if for_update else query).one_or_none()
+
+
+def count_platform_apis(session: Session, organization_id: str) -> int:
+    """How many APIs the organization declares, its row locked until the transaction ends (see
+    count_rulesets)."""
+    session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
+    return session.scalar(select(func.count()).select_from(PlatformApi)
+                          .where(PlatformApi.organization_id == organization_id)) or 0
+
+
+def declare_platform_api(session: Session, organization_id: str, name: str, *, actor: Actor,
+                         **definition) -> PlatformApi | None:
+    """The new API, or None when the organization declares one of that name already (a race included)."""
+    now = utcnow()
+    row = PlatformApi(organization_id=organization_id, name=name, created_at=now, updated_at=now, **definition)
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return None
+    _audit(session, actor, "api.declared", "api", name)
+    return row
+
+
+def redefine_platform_api(session: Session, row: PlatformApi, *, actor: Actor, **definition) -> None:
+    _update(session, row, definition)
+    _audit(session, actor, "api.redefined", "api", row.name)
+
+
+def delete_platform_api(session: Session, row: PlatformApi, *, actor: Actor) -> None:
+    session.delete(row)
+    session.flush()
+    _audit(session, actor, "api.deleted", "api", row.name)
+
+
 # ------------------------------------------------------------------ audit trail
+
+def _update(session: Session, row: ApiKey | Ruleset | PlatformApi, fields: dict) -> None:
+    """Set the fields of a row and its `updated_at`."""
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.updated_at = utcnow()
+    session.flush()
+
 
 def token_issued(session: Session, *, actor: Actor, key_id: str) -> None:
     """A token was made from a key: nothing is stored but the trail's event."""
