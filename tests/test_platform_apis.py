@@ -173,3 +173,126 @@ def test_every_change_is_in_the_audit_trail(client, world):
     assert [(e["action"], e["target_type"], e["target_id"], e["actor_key_id"]) for e in events] == [
         ("api.deleted", "api", "documents", admin.key_id), ("api.redefined", "api", "documents", admin.key_id),
         ("api.declared", "api", "documents", admin.key_id)]
+
+
+# ------------------------------------------------------------------ keys that hold their permissions
+
+def verify(client, actor, key, **asked):
+    answer = client.post(f"{API}/keys/verify", json={"key": key, **asked}, headers=actor.bearer)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def workspace_key(client, actor, *scopes):
+    made = client.post(f"{API}/user/api-keys", json={"name": "for the gateway", "allowed_scopes": list(scopes)},
+                       headers=actor.bearer)
+    assert made.status_code == 201, made.text
+    return made.json()
+
+
+def test_a_gateways_day_with_a_key_for_the_documents_api(client, world):
+    admin = world.acme_admin
+    assert declare(client, admin, name="documents", openapi=DOCUMENTS).status_code == 201
+    key = workspace_key(client, admin, "documents:getDocument")
+    assert key["allowed_scopes"] == ["documents:getDocument"]
+    allowed = verify(client, admin, key["key"], permissions=["documents:getDocument"])
+    assert (allowed["valid"], allowed["code"], allowed["permissions"]) == (True, "VALID", ["documents:getDocument"])
+    assert verify(client, admin, key["key"], permissions=["documents:deleteDocument"])["code"] == \
+        "INSUFFICIENT_PERMISSIONS"
+    # The API's new definition no longer has getDocument: the key loses it, and says so.
+    without = DOCUMENTS.replace("operationId: getDocument", "operationId: readDocument")
+    assert client.put(f"{API}/apis/documents", json={"openapi": without}, headers=admin.bearer).status_code == 200
+    assert verify(client, admin, key["key"], permissions=["documents:getDocument"])["code"] == \
+        "INSUFFICIENT_PERMISSIONS"
+    listed = client.get(f"{API}/user/api-keys/{key['id']}", headers=admin.bearer).json()
+    assert listed["allowed_scopes"] == []
+
+
+def test_groups_all_and_the_any_of_form(client, world):
+    admin = world.acme_admin
+    declare(client, admin, name="documents", openapi=DOCUMENTS)
+    reader = workspace_key(client, admin, "documents:scope:documents:read")["key"]
+    tagged = workspace_key(client, admin, "documents:tag:Documents")["key"]
+    every = workspace_key(client, admin, "documents:*")["key"]
+    assert verify(client, admin, reader, permissions=["documents:getDocument"])["valid"]
+    assert not verify(client, admin, reader, permissions=["documents:deleteDocument"])["valid"]
+    assert verify(client, admin, tagged, permissions=["documents:getDocument", "documents:deleteDocument"])["valid"]
+    assert not verify(client, admin, tagged, permissions=["documents:getHealth"])["valid"]  # untagged
+    assert verify(client, admin, every, permissions=["documents:getHealth", "documents:tag:Documents"])["valid"]
+    assert verify(client, admin, reader, any_permissions=["documents:deleteDocument", "documents:getDocument"])["valid"]
+    assert not verify(client, admin, reader, any_permissions=["documents:deleteDocument", "documents:getHealth"])[
+        "valid"]
+    # The admin's own key holds `*`: keyhouse's operations and every permission of the organization's APIs.
+    assert verify(client, admin, admin.key, permissions=["documents:deleteDocument", "verifyKey"])["valid"]
+    # A permission nobody declares is held by nobody, `*` included.
+    assert not verify(client, admin, admin.key, permissions=["documents:noSuchThing"])["valid"]
+    assert not verify(client, admin, admin.key, permissions=["nowhere:getDocument"])["valid"]
+
+
+def test_a_deleted_api_takes_its_permissions_from_every_key(app, client, world):
+    admin = world.acme_admin
+    declare(client, admin, name="documents", openapi=DOCUMENTS)
+    declare(client, admin, name="invoices", scopes=["invoices:read"])
+    billing = client.post(f"{API}/api-keys", headers=admin.billing, json={"description": "gateway", "acl": [
+        {"scope": {}, "permissions": ["documents:getDocument", "invoices:invoices:read", "listMyApiKeys"]}]})
+    assert billing.status_code == 201, billing.text
+    assert client.delete(f"{API}/apis/documents", headers=admin.bearer).status_code == 204
+    kept = client.get(f"{API}/api-keys/{billing.json()['id']}", headers=admin.billing).json()
+    assert kept["acl"][0]["permissions"] == ["invoices:invoices:read", "listMyApiKeys"]
+    key = billing.json()["secretKey"]
+    assert verify(client, admin, key, permissions=["invoices:invoices:read", "listMyApiKeys"])["valid"]
+    assert not verify(client, admin, key, permissions=["documents:getDocument"])["valid"]
+    # Declared again, the API grants nothing to the keys that lost it.
+    declare(client, admin, name="documents", openapi=DOCUMENTS)
+    assert not verify(client, admin, key, permissions=["documents:getDocument"])["valid"]
+
+
+@pytest.mark.parametrize("family", ["workspace", "billing"])
+def test_names_no_api_declares_are_refused_where_they_stand(app, client, world, family):
+    admin = world.acme_admin
+    declare(client, admin, name="documents", openapi=DOCUMENTS)
+    before = stored_keys(app)
+    wanted = ["listMyApiKeys", "documents:getDocument", "documents:noSuchThing", "nowhere:x"]
+    if family == "workspace":
+        answer = client.post(f"{API}/user/api-keys", json={"name": "x", "allowed_scopes": wanted}, headers=admin.bearer)
+        assert answer.status_code == 422, answer.text
+        assert [e["loc"] for e in answer.json()["errors"]] == [["body", "allowed_scopes", "2"],
+                                                               ["body", "allowed_scopes", "3"]]
+    else:
+        acl = [{"scope": {}, "permissions": wanted}]
+        answer = client.post(f"{API}/api-keys", json={"description": "x", "acl": acl}, headers=admin.billing)
+        assert answer.status_code == 422, answer.text
+        assert [f["field"] for f in answer.json()["invalidFields"]] == ["acl.0.permissions.2", "acl.0.permissions.3"]
+    assert stored_keys(app) == before
+
+
+def test_a_key_never_grants_more_of_an_api_than_its_creator_holds(app, client, world):
+    admin = world.acme_admin
+    declare(client, admin, name="documents", openapi=DOCUMENTS)
+    creator = workspace_key(client, admin, "documents:getDocument", "createMyApiKey")["key"]
+    as_creator = {"Authorization": f"Bearer {creator}"}
+    narrower = client.post(f"{API}/user/api-keys", headers=as_creator,
+                           json={"name": "n", "allowed_scopes": ["documents:getDocument"]})
+    assert narrower.status_code == 201, narrower.text
+    for wider in (["documents:deleteDocument"], ["documents:*"], ["documents:tag:Documents"]):
+        refused = client.post(f"{API}/user/api-keys", headers=as_creator, json={"name": "w", "allowed_scopes": wider})
+        assert refused.status_code == 403 and "more than its creator holds" in refused.json()["detail"], refused.text
+
+
+def test_publishable_keys_hold_none_of_an_apis_permissions(client, world):
+    admin = world.acme_admin
+    declare(client, admin, name="documents", openapi=DOCUMENTS)
+    refused = client.post(f"{API}/api-keys", headers=admin.billing, json={
+        "description": "browser", "type": "publishable",
+        "acl": [{"scope": {}, "permissions": ["documents:getDocument"]}]})
+    assert refused.status_code == 403 and "publishable" in refused.json()["detail"].lower(), refused.text
+    publishable = client.post(f"{API}/api-keys", headers=admin.billing,
+                              json={"description": "browser", "type": "publishable"}).json()["secretKey"]
+    assert not verify(client, admin, publishable, permissions=["documents:getDocument"])["valid"]
+
+
+def stored_keys(app) -> int:
+    from keyhouse.store.models import ApiKey
+
+    with app.runtime.store.session() as s:
+        return s.scalar(select(func.count()).select_from(ApiKey))

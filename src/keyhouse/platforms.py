@@ -101,3 +101,63 @@ def _remote_ref(node) -> str | None:  # type: ignore[no-untyped-def]
 
 def _first_line(message: str) -> str:
     return message.strip().split("\n", 1)[0][:300]
+
+
+# ------------------------------------------------------------------ what keys hold of them
+
+ALL = "*"
+# What an organization's APIs declare, by name: (permissions, groups), as stored.
+Definitions = dict[str, tuple[list[str], dict[str, list[str]]]]
+
+
+def qualified(permission: str) -> tuple[str, str] | None:
+    """("documents", "getDocument") for "documents:getDocument"; None for keyhouse's own permissions."""
+    api, sep, name = permission.partition(":")
+    return (api, name) if sep else None
+
+
+def members(definition: tuple[list[str], dict[str, list[str]]], name: str) -> set[str]:
+    """The permissions a name of an API stands for: itself, a group's members, or all of them ('*')."""
+    permissions, groups = definition
+    if name == ALL:
+        return set(permissions)
+    if name in groups:
+        return set(groups[name])
+    return {name} if name in permissions else set()
+
+
+def unknown(requested: list[str], definitions: Definitions) -> list[str]:
+    """The qualified names among `requested` that no API of the organization declares."""
+    return [p for p in requested if (q := qualified(p)) is not None
+            and (q[0] not in definitions or not members(definitions[q[0]], q[1]))]
+
+
+def held(holder: list[str], api: str, definitions: Definitions) -> set[str]:
+    """The permissions of `api` that a key holding `holder` holds (`*` holds them all)."""
+    if api not in definitions:
+        return set()  # an API no longer declared grants nothing
+    if ALL in holder:
+        return set(definitions[api][0])
+    found: set[str] = set()
+    for entry in holder:
+        if (q := qualified(entry)) is not None and q[0] == api:
+            found |= members(definitions[api], q[1])
+    return found
+
+
+def holds(holder: list[str], permission: str, definitions: Definitions) -> bool:
+    """Whether a key holding `holder` holds the qualified `permission` (or every member of its group)."""
+    api, name = qualified(permission) or ("", "")
+    wanted = members(definitions[api], name) if api in definitions else set()
+    return bool(wanted) and wanted <= held(holder, api, definitions)
+
+
+def beyond(creator: list[str], requested: list[str], definitions: Definitions) -> list[str]:
+    """The qualified names among `requested` that grant more than `creator` holds."""
+    return [p for p in requested if qualified(p) is not None and not holds(creator, p, definitions)]
+
+
+def kept(holder: list[str], api: str, definitions: Definitions) -> list[str]:
+    """`holder` without the names of `api` that its definition (if any) no longer declares."""
+    return [p for p in holder if (q := qualified(p)) is None or q[0] != api
+            or (api in definitions and members(definitions[api], q[1]))]

@@ -71,6 +71,12 @@ async def get_api_key_collection(token_info: dict, limit: int, offset: int, sort
     return [_key(row) for row in rows], 200, paging_headers(total, limit, offset)
 
 
+def _in_acl(acl: list[dict], permission: str) -> tuple[str, ...]:
+    """Where a permission stands in an ACL: acl.<entry>.permissions.<index>."""
+    return next((("acl", str(i), "permissions", str(entry["permissions"].index(permission)))
+                 for i, entry in enumerate(acl) if permission in entry["permissions"]), ("acl",))
+
+
 def _fields(me: Principal, body: dict) -> dict:
     """The stored fields of a key from a billing body; the ACL becomes the key's permissions."""
     acl = body.get("acl")
@@ -84,7 +90,7 @@ def _fields(me: Principal, body: dict) -> dict:
         "description": body["description"],
         "type": body["type"],
         "acl": acl,
-        "permissions": granted(me, requested, body["type"]),
+        "permissions": granted(me, requested, body["type"], lambda name: _in_acl(acl or [], name)),
         "allowed_ips": body.get("allowedIps"),
         "api_user": body.get("apiUser"),
     }

@@ -79,7 +79,8 @@ def create_api_key(body: dict, token_info: dict):
     with session() as s:
         row, plaintext = queries.issue_key(
             s, secret(), actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
-            description=body["description"], expires_at=expires_at, permissions=granted(me, None, "secret"),
+            description=body["description"], expires_at=expires_at,
+            permissions=granted(me, None, "secret"),
         )
         return {**_key(row), "key": plaintext}, 201
 

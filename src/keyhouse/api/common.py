@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from .. import runtime
+from .. import platforms, runtime
 from ..auth import Principal
-from ..errors import ApiError
+from ..errors import ApiError, FieldError
+from ..runtime import reading
 from ..store import queries
 from ..store.models import ApiKey
 
@@ -28,18 +30,34 @@ def paging_headers(total: int, limit: int, offset: int) -> dict[str, str]:
     return {"Pagination-Total": str(total), "Pagination-Limit": str(limit), "Pagination-Offset": str(offset)}
 
 
-def granted(me: Principal, requested: list[str] | None, key_type: str) -> list[str]:
-    """The permissions of a key `me` is making: those requested, or by default the creator's own.
+def granted(me: Principal, requested: list[str] | None, key_type: str,
+            locate: Callable[[str], tuple[str, ...]] = lambda _: ()) -> list[str]:
+    """The permissions of a key `me` is making: those requested (`locate` says where in the body each is),
+    or by default the creator's own.
 
-    Refuses (403, a policy and not a schema matter) what the creator does not hold, and writing
-    operations for a publishable key.
+    Refuses a name of the organization's own APIs that none of them declares (422, naming the field), and
+    (403, a policy and not a schema matter) what the creator does not hold, writing operations for a
+    publishable key, and any permission of the organization's own APIs for one.
     """
     policy = runtime.current().policy
     if requested is None:
         wanted = [p for p in me.permissions if key_type != "publishable" or p not in policy.writes]
     else:
         wanted = list(dict.fromkeys(requested))
-    why = policy.grantable(list(me.permissions), me.key_type, wanted, key_type)
+    own = [p for p in wanted if platforms.qualified(p) is None]
+    theirs = [p for p in wanted if platforms.qualified(p) is not None]
+    why = policy.grantable([p for p in me.permissions if platforms.qualified(p) is None], me.key_type, own, key_type)
+    if why is None and theirs:
+        with reading() as s:
+            definitions = queries.platform_definitions(s, me.organization_id, [p.partition(":")[0] for p in theirs])
+        if unknown := platforms.unknown(theirs, definitions):
+            raise ApiError("invalid_body", f"Not a permission of the organization's APIs: {', '.join(unknown)}",
+                           fields=[FieldError(locate(p), "not a permission of the organization's APIs", "enum")
+                                   for p in unknown])
+        if key_type == "publishable":
+            why = "publishable keys hold no permission of the organization's own APIs: " + ", ".join(theirs)
+        elif over := platforms.beyond(list(me.permissions), theirs, definitions):
+            why = "a key cannot grant more than its creator holds: " + ", ".join(over)
     if why is None:
         return wanted
     raise ApiError("forbidden", why[0].upper() + why[1:] + ".")

@@ -1,7 +1,9 @@
 """The APIs an organization guards with keyhouse: `/apis` and `/apis/{api_name}`, for its admins.
 
 An API declares the permissions its keys may hold (keyhouse.platforms reads them from its OpenAPI
-document, or takes its list of scopes). Errors are problem details, as in keyhouse's other own operations.
+document, or takes its list of scopes). Replacing or deleting it takes what it no longer declares from
+every key that held it, in the same transaction: no key keeps a dangling name. Errors are problem
+details, as in keyhouse's other own operations.
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ def replace_platform_api(api_name: str, body: dict, token_info: dict):
     with session() as s:
         row = _find(s, me.organization_id, api_name, for_update=True)
         queries.redefine_platform_api(s, row, actor=me.actor(), **definition)
+        now = {api_name: (row.permissions, row.groups)}
+        queries.strip_platform_permissions(s, me.organization_id, api_name,
+                                           lambda held: platforms.kept(held, api_name, now))
         return _view(row), 200
 
 
@@ -96,4 +101,6 @@ def delete_platform_api(api_name: str, token_info: dict):
     only_admins(me)
     with session() as s:
         queries.delete_platform_api(s, _find(s, me.organization_id, api_name, for_update=True), actor=me.actor())
+        queries.strip_platform_permissions(s, me.organization_id, api_name,
+                                           lambda held: platforms.kept(held, api_name, {}))
     return None, 204

@@ -3,10 +3,28 @@ what. Errors are problem details, as in keyhouse's other own operations."""
 
 from __future__ import annotations
 
-from .. import metrics, runtime
+from .. import metrics, platforms, runtime
 from ..auth import ip_allowed, lookup, principal, verdict
+from ..store import queries
 from ..store.models import utcnow
+from ..store.queries import Credential
 from .common import iso_z
+
+
+async def _holds(rt: runtime.Runtime, credential: Credential, every: list[str], some: list[str] | None) -> bool:
+    """Whether the key holds every one of `every` and, when asked, one of `some`: keyhouse's own
+    permissions by the policy, the organization's own APIs' by what they declare now (one lookup, only
+    when the question names them)."""
+    asked = [*every, *(some or [])]
+    apis = {q[0] for p in asked if (q := platforms.qualified(p)) is not None}
+    definitions = await rt.store.read(queries.platform_definitions, credential.organization_id, apis) if apis else {}
+
+    def one(permission: str) -> bool:
+        if platforms.qualified(permission) is None:
+            return rt.policy.allows(credential.permissions, credential.type, permission)
+        return credential.type != "publishable" and platforms.holds(credential.permissions, permission, definitions)
+
+    return all(one(p) for p in every) and (some is None or any(one(p) for p in some))
 
 
 async def verify_key(body: dict, token_info: dict):
@@ -26,8 +44,8 @@ async def verify_key(body: dict, token_info: dict):
     code = verdict(credential, digest, utcnow())
     if code == "VALID" and not ip_allowed(credential.allowed_ips, body.get("ip")):
         code = "FORBIDDEN"
-    if code == "VALID" and not all(rt.policy.allows(credential.permissions, credential.type, p)
-                                   for p in body.get("permissions", [])):
+    if code == "VALID" and not await _holds(rt, credential, body.get("permissions", []),
+                                            body.get("any_permissions")):
         code = "INSUFFICIENT_PERMISSIONS"
     if code == "VALID" and (exceeded := await rt.limiter.hit(credential.organization_id, credential.key_pk)):
         metrics.RATE_LIMITED.labels(exceeded.scope).inc()

@@ -43,7 +43,8 @@ def list_my_api_keys(token_info: dict):
 
 def create_my_api_key(body: dict, token_info: dict):
     me = principal(token_info)
-    permissions = granted(me, body.get("allowed_scopes"), "secret")
+    scopes: list[str] | None = body.get("allowed_scopes")
+    permissions = granted(me, scopes, "secret", lambda name: ("allowed_scopes", str((scopes or []).index(name))))
     with session() as s:
         row, plaintext = queries.issue_key(
             s, secret(), actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,

@@ -8,12 +8,12 @@ any request (the CLI's bootstrap, a test's setup) passes `actor=None` and record
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, cast
 
-from sqlalchemy import Connection, CursorResult, bindparam, delete, func, insert, null, or_, select, update
+from sqlalchemy import Connection, CursorResult, Text, bindparam, delete, func, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -442,6 +442,40 @@ def platform_apis(session: Session, organization_id: str) -> Sequence[PlatformAp
 def platform_api(session: Session, organization_id: str, name: str, *, for_update: bool = False) -> PlatformApi | None:
     query = select(PlatformApi).where(PlatformApi.organization_id == organization_id, PlatformApi.name == name)
     return session.scalars(query.with_for_update() if for_update else query).one_or_none()
+
+
+_PLATFORM_APIS = PlatformApi.__table__
+_DEFINITION = select(_PLATFORM_APIS.c.permissions, _PLATFORM_APIS.c.groups).where(
+    _PLATFORM_APIS.c.organization_id == bindparam("organization_id"), _PLATFORM_APIS.c.name == bindparam("name"))
+
+
+@one_statement
+def platform_definitions(db: Session | Connection, organization_id: str, names: Iterable[str]) -> dict:
+    """name -> (permissions, groups) of the organization's APIs among `names` (verify asks for a few)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    rows = db.execute(select(_PLATFORM_APIS.c.name, _PLATFORM_APIS.c.permissions, _PLATFORM_APIS.c.groups).where(
+        _PLATFORM_APIS.c.organization_id == organization_id, _PLATFORM_APIS.c.name.in_(wanted)))
+    return {name: (permissions, groups) for name, permissions, groups in rows}
+
+
+def strip_platform_permissions(session: Session, organization_id: str, api: str,
+                               keep: Callable[[list[str]], list[str]]) -> int:
+    """Apply `keep` to the permissions (and billing ACLs) of the organization's keys that name `api`: what an
+    API no longer declares, no key keeps. How many keys changed."""
+    changed = 0
+    named = ApiKey.permissions.cast(Text).like(f'%"{api}:%')
+    for row in session.scalars(select(ApiKey).where(ApiKey.organization_id == organization_id, named)):
+        permissions = keep(list(row.permissions))
+        if permissions == row.permissions:
+            continue
+        row.permissions = permissions
+        if row.acl is not None:
+            row.acl = [{**entry, "permissions": keep(list(entry["permissions"]))} for entry in row.acl]
+        changed += 1
+    session.flush()
+    return changed
 
 
 def count_platform_apis(session: Session, organization_id: str) -> int:
