@@ -89,6 +89,8 @@ class Victim:
             "RerollKeyRequest": {"grace_period_seconds": 0},
             "CreateTokenRequest": {"expires_in": 60},
             "PlatformApiInput": {"name": "intruder", "scopes": ["intrude"]},
+            "KeyInput": {"name": "intruder", "owner_id": "intruder"},
+            "KeyUpdate": {"name": "intruder", "owner_id": "intruder"},
             "PlatformApiDefinition": {"scopes": ["intrude"]},
         }
 
@@ -105,7 +107,8 @@ class Victim:
             if owner:
                 query = query.where(ApiKey.user_id == owner)
             state = [(k.id, k.key_hash, k.secret_version, k.revoked_at, k.description, k.permissions, k.acl,
-                      k.allowed_ips, k.expires_at, k.type, k.updated_at) for k in s.scalars(query.order_by(ApiKey.pk))]
+                      k.allowed_ips, k.expires_at, k.type, k.updated_at, k.owner_id, k.meta)
+                     for k in s.scalars(query.order_by(ApiKey.pk))]
             if owner is None:
                 state += [(r.id, r.name, r.rules, r.region, r.include_by_default) for r in s.scalars(
                     select(Ruleset).where(Ruleset.organization_id == self.admin.organization_id))]

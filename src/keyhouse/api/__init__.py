@@ -13,6 +13,7 @@ from . import (
     audit,
     billing,
     cloud_keys,
+    keys,
     operations,
     platform_apis,
     rotation,
@@ -58,6 +59,10 @@ HANDLERS: dict[str, Callable] = {
     "revokeMyApiKey": workspace.revoke_my_api_key,
     "revokeCurrentApiKey": workspace.revoke_current_api_key,
     # keyhouse's own
+    "listKeys": keys.list_keys,
+    "createKey": keys.create_key,
+    "getKey": keys.get_key,
+    "updateKey": keys.update_key,
     "verifyKey": verification.verify_key,
     "rerollKey": rotation.reroll_key,
     "createAuthToken": tokens.create_auth_token,

@@ -57,4 +57,5 @@ async def verify_key(body: dict, token_info: dict):
         "valid": True, "code": "VALID", **known, "type": credential.type,
         "permissions": list(credential.permissions),
         "expires_at": iso_z(credential.expires_at) if credential.expires_at else None,
+        "name": credential.name, "owner_id": credential.owner_id, "meta": credential.meta,
     }

@@ -80,6 +80,8 @@ class ApiKey(Base):
         *(Index(f"ix_api_keys_live_{column}", "organization_id", column, "pk",
                 postgresql_where=text("revoked_at IS NULL"), sqlite_where=text("revoked_at IS NULL"))
           for column in ("created_at", "updated_at", "description", "type", "api_user")),
+        # Keys by whom they are for (keyhouse's own list filters on it).
+        Index("ix_api_keys_org_owner", "organization_id", "owner_id"),
         # The filters compare the folded forms (see `fold`), each through an index of its own.
         *(Index(f"ix_api_keys_folded_{column}", "organization_id", f"{column}_folded")
           for column in ("id", "description", "api_user")),
@@ -106,6 +108,10 @@ class ApiKey(Base):
     # Counts the key's secrets: a reroll or a reissue gives it a new one. Tokens carry the version of the
     # secret they were made from, and die with it (see RetiredSecret).
     secret_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Who the key is for in the organization's platform (a customer's id), and free-form data for its
+    # gateway: both returned by verify. Set through keyhouse's own key operations.
+    owner_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    meta: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     id_folded: Mapped[str] = mapped_column(Text)
     description_folded: Mapped[str] = mapped_column(Text)
     api_user_folded: Mapped[str | None] = mapped_column(Text, nullable=True)

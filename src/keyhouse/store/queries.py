@@ -51,13 +51,17 @@ class Credential:
     allowed_ips: list | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    name: str
+    owner_id: str | None
+    meta: dict | None
 
 
 # The hot paths (authentication, verify, the billing list) run prebuilt Core statements on a plain
 # connection: building a statement and loading ORM objects cost more than the indexed lookup itself.
 _keys, _users, _retired = ApiKey.__table__, User.__table__, RetiredSecret.__table__
 _KEY_COLUMNS = (_keys.c.organization_id, _keys.c.user_id, _users.c.role, _keys.c.type, _keys.c.permissions,
-                _keys.c.allowed_ips, _keys.c.expires_at, _keys.c.revoked_at)
+                _keys.c.allowed_ips, _keys.c.expires_at, _keys.c.revoked_at, _keys.c.description, _keys.c.owner_id,
+                _keys.c.meta)
 _CREDENTIAL = select(
     _keys.c.pk, _keys.c.id, _keys.c.key_hash, _keys.c.secret_version, null(), *_KEY_COLUMNS,
 ).join(_users, _users.c.id == _keys.c.user_id)
@@ -249,6 +253,21 @@ def get_key(session: Session, organization_id: str, key_id: str, *, include_revo
     if for_update:
         query = query.with_for_update()
     return session.scalars(query).one_or_none()
+
+
+def page_owned_keys(session: Session, organization_id: str, *, user_id: str | None, owner_id: str | None,
+                    limit: int, offset: int) -> tuple[int, Sequence[ApiKey]]:
+    """(total, one page) of the organization's live keys, newest first: of one user (a member's own), of one
+    owner (keyhouse's `owner_id`), or all of them."""
+    where = [ApiKey.organization_id == organization_id, ApiKey.revoked_at.is_(None)]
+    if user_id is not None:
+        where.append(ApiKey.user_id == user_id)
+    if owner_id is not None:
+        where.append(ApiKey.owner_id == owner_id)
+    total = session.scalar(select(func.count()).select_from(ApiKey).where(*where)) or 0
+    rows = session.scalars(select(ApiKey).where(*where).order_by(ApiKey.created_at.desc(), ApiKey.pk.desc())
+                           .limit(limit).offset(offset)).all() if limit else []
+    return total, rows
 
 
 def live_keys_by_id(session: Session, organization_id: str, key_ids: Iterable[str],

@@ -1,0 +1,88 @@
+"""Keys in keyhouse's own shape: `/keys` and `/keys/{key_id}`, for the customers of a platform.
+
+Beside what the three families show, a key here says who it is for (`owner_id`, the platform's own id
+for a customer or tenant) and carries free-form `meta`; verify returns both, and the key's name, so a
+gateway needs no second lookup. Errors are problem details, as in keyhouse's other own operations.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+
+from ..auth import Principal, principal
+from ..errors import ApiError, FieldError
+from ..runtime import reading, secret, session
+from ..store import queries
+from ..store.models import ApiKey
+from .common import granted, iso_z, paging_headers, visible_key
+
+MAX_META_BYTES = 4096  # as JSON: what verify hands every gateway back on every call stays small
+
+
+def _key(row: ApiKey) -> dict:
+    return {"id": row.id, "name": row.description, "owner_id": row.owner_id, "meta": row.meta, "type": row.type,
+            "permissions": list(row.permissions), "allowed_ips": row.allowed_ips,
+            "expires_at": iso_z(row.expires_at) if row.expires_at else None, "created_at": iso_z(row.created_at),
+            "updated_at": iso_z(row.updated_at),
+            "last_used_at": iso_z(row.last_used_at) if row.last_used_at else None}
+
+
+def _meta(body: dict) -> None:
+    if body.get("meta") is not None and len(orjson.dumps(body["meta"])) > MAX_META_BYTES:
+        raise ApiError("invalid_body", f"meta: at most {MAX_META_BYTES} bytes as JSON.",
+                       fields=[FieldError(("meta",), f"longer than {MAX_META_BYTES} bytes as JSON", "maxLength")])
+
+
+def _permissions(me: Principal, body: dict, key_type: str) -> list[str]:
+    requested: list[str] | None = body.get("permissions")
+    return granted(me, requested, key_type, lambda name: ("permissions", str((requested or []).index(name))))
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None  # the spec checked it
+
+
+def list_keys(token_info: dict, limit: int, offset: int, owner_id: str | None = None):
+    me = principal(token_info)
+    with reading() as s:
+        total, rows = queries.page_owned_keys(s, me.organization_id, user_id=None if me.is_admin else me.user_id,
+                                              owner_id=owner_id, limit=limit, offset=offset)
+        page = [_key(row) for row in rows]
+    return page, 200, paging_headers(total, limit, offset)
+
+
+def create_key(body: dict, token_info: dict):
+    me = principal(token_info)
+    _meta(body)
+    key_type = body["type"]
+    with session() as s:
+        row, plaintext = queries.issue_key(
+            s, secret(), actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
+            description=body["name"], permissions=_permissions(me, body, key_type), type=key_type,
+            owner_id=body.get("owner_id"), meta=body.get("meta"), expires_at=_moment(body.get("expires_at")),
+            allowed_ips=body.get("allowed_ips"))
+        return {**_key(row), "key": plaintext}, 201
+
+
+def get_key(key_id: str, token_info: dict):
+    me = principal(token_info)
+    with reading() as s:
+        return _key(visible_key(s, me, key_id))
+
+
+def update_key(key_id: str, body: dict, token_info: dict):
+    me = principal(token_info)
+    _meta(body)
+    with session() as s:
+        row = visible_key(s, me, key_id, for_update=True)
+        fields: dict = {column: body[name] for name, column in (("name", "description"), ("owner_id", "owner_id"),
+                                                                ("meta", "meta"), ("allowed_ips", "allowed_ips"))
+                        if name in body}
+        if "expires_at" in body:
+            fields["expires_at"] = _moment(body["expires_at"])
+        if "permissions" in body:
+            fields["permissions"] = _permissions(me, body, row.type)
+        queries.update_key(s, row, actor=me.actor(), **fields)
+        return _key(row), 200

@@ -1,0 +1,88 @@
+"""Keys in keyhouse's own shape (`/keys`): who a key is for, what it carries, and what verify says of it."""
+
+from __future__ import annotations
+
+from tests.test_platform_apis import DOCUMENTS, declare, verify
+
+API = "/api/v1"
+
+
+def create(client, actor, **body):
+    answer = client.post(f"{API}/keys", json=body, headers=actor.bearer)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def test_a_customers_key_for_the_documents_api_through_a_gateways_day(client, world):
+    admin = world.acme_admin
+    assert declare(client, admin, name="documents", openapi=DOCUMENTS).status_code == 201
+    key = create(client, admin, name="cus_42 production", owner_id="cus_42", meta={"plan": "pro", "seats": 3},
+                 permissions=["documents:getDocument"])
+    assert (key["owner_id"], key["meta"], key["permissions"]) == ("cus_42", {"plan": "pro", "seats": 3},
+                                                                  ["documents:getDocument"])
+    verdict = verify(client, admin, key["key"], permissions=["documents:getDocument"])
+    assert verdict["code"] == "VALID"
+    assert (verdict["name"], verdict["owner_id"], verdict["meta"]) == ("cus_42 production", "cus_42",
+                                                                       {"plan": "pro", "seats": 3})
+    assert verify(client, admin, key["key"], permissions=["documents:deleteDocument"])["code"] == \
+        "INSUFFICIENT_PERMISSIONS"
+    without = DOCUMENTS.replace("operationId: getDocument", "operationId: readDocument")
+    assert client.put(f"{API}/apis/documents", json={"openapi": without}, headers=admin.bearer).status_code == 200
+    assert verify(client, admin, key["key"], permissions=["documents:getDocument"])["code"] == \
+        "INSUFFICIENT_PERMISSIONS"
+    assert client.get(f"{API}/keys/{key['id']}", headers=admin.bearer).json()["permissions"] == []
+
+
+def test_keys_are_listed_by_owner_newest_first_and_members_see_their_own(client, world):
+    admin, member = world.acme_admin, world.acme_member
+    first = create(client, admin, name="a", owner_id="cus_1")
+    second = create(client, admin, name="b", owner_id="cus_1")
+    create(client, admin, name="c", owner_id="cus_2")
+    mine = create(client, member, name="m", owner_id="cus_1")
+    page = client.get(f"{API}/keys", params={"owner_id": "cus_1"}, headers=admin.bearer)
+    assert [k["id"] for k in page.json()] == [mine["id"], second["id"], first["id"]]
+    assert page.headers["Pagination-Total"] == "3"
+    assert [k["id"] for k in client.get(f"{API}/keys", params={"owner_id": "cus_1"}, headers=member.bearer).json()] \
+        == [mine["id"]]
+    assert client.get(f"{API}/keys/{first['id']}", headers=member.bearer).status_code == 404
+    outsiders = client.get(f"{API}/keys", headers=world.globex_admin.bearer).json()
+    assert [k["id"] for k in outsiders] == [world.globex_admin.key_id]  # its own organization's only
+    assert "key" not in client.get(f"{API}/keys/{first['id']}", headers=admin.bearer).json()  # shown once
+
+
+def test_an_update_replaces_what_it_names_and_null_clears(client, world):
+    admin = world.acme_admin
+    key = create(client, admin, name="n", owner_id="cus_1", meta={"a": 1}, allowed_ips=["192.0.2.0/24"])
+    updated = client.patch(f"{API}/keys/{key['id']}", json={"owner_id": None, "meta": {"b": 2},
+                                                            "expires_at": "2099-01-01T00:00:00Z"}, headers=admin.bearer)
+    assert updated.status_code == 200, updated.text
+    body = updated.json()
+    assert (body["name"], body["owner_id"], body["meta"], body["allowed_ips"], body["expires_at"]) == (
+        "n", None, {"b": 2}, ["192.0.2.0/24"], "2099-01-01T00:00:00Z")
+    verdict = verify(client, admin, key["key"], ip="192.0.2.1")
+    assert (verdict["owner_id"], verdict["meta"], verdict["expires_at"]) == (None, {"b": 2}, "2099-01-01T00:00:00Z")
+    events = client.get(f"{API}/audit/events", headers=admin.bearer).json()
+    assert [(e["action"], e["target_id"]) for e in events[:2]] == [("key.updated", key["id"]),
+                                                                 ("key.created", key["id"])]
+
+
+def test_meta_is_bounded_and_a_refused_body_changes_nothing(client, world):
+    admin = world.acme_admin
+    big = {"note": "x" * 5000}
+    refused = client.post(f"{API}/keys", json={"name": "big", "meta": big}, headers=admin.bearer)
+    assert refused.status_code == 422 and refused.json()["invalidFields"][0]["field"] == "meta"
+    assert client.get(f"{API}/keys", headers=admin.bearer).headers["Pagination-Total"] == "2"  # the world's keys
+    key = create(client, admin, name="small", meta={"note": "x"})
+    assert client.patch(f"{API}/keys/{key['id']}", json={"meta": big}, headers=admin.bearer).status_code == 422
+    assert client.get(f"{API}/keys/{key['id']}", headers=admin.bearer).json()["meta"] == {"note": "x"}
+    assert client.patch(f"{API}/keys/{key['id']}", json={}, headers=admin.bearer).status_code == 422
+
+
+def test_a_key_never_holds_more_than_its_creator(client, world):
+    member = world.acme_member
+    narrow = create(client, member, name="narrow", permissions=["createKey", "verifyKey"])["key"]
+    as_narrow = {"Authorization": f"Bearer {narrow}"}
+    wider = client.post(f"{API}/keys", json={"name": "wider", "permissions": ["listKeys"]}, headers=as_narrow)
+    assert wider.status_code == 403 and "more than its creator holds" in wider.json()["detail"]
+    default = client.post(f"{API}/keys", json={"name": "default"}, headers=as_narrow)
+    assert default.status_code == 201 and default.json()["permissions"] == ["createKey", "verifyKey"]
