@@ -40,8 +40,8 @@ def _connect():
 def _database_app() -> Starlette:
     db, p = _connect()
     secret = os.environ["KEYHOUSE_SECRET"].encode()
-    by_hash = (f"SELECT k.pk, k.id, k.organization_id, k.user_id, k.type, k.permissions, k.expires_at, k.revoked_at "
-               f"FROM api_keys k WHERE k.key_hash = {p}")
+    by_hash = (f"SELECT k.pk, k.id, k.organization_id, k.user_id, k.type, k.permissions, k.expires_at, k.revoked_at, "
+               f"k.description, k.owner_id, k.meta FROM api_keys k WHERE k.key_hash = {p}")
     page = (f"SELECT id, description, type, allowed_ips, created_at, updated_at, acl, api_user FROM api_keys "
             f"WHERE organization_id = {p} AND revoked_at IS NULL "
             f"ORDER BY created_at DESC, pk DESC LIMIT {p} OFFSET {p}")
@@ -51,7 +51,7 @@ def _database_app() -> Starlette:
         if not presented or not keys.is_well_formed(presented):
             return None
         digest = keys.hash_key(secret, presented)
-        row = db.execute(by_hash, (digest, digest)).fetchone()
+        row = db.execute(by_hash, (digest,)).fetchone()
         return row if row and row[7] is None else None
 
     def rfc3339(value) -> str:
@@ -88,7 +88,8 @@ def _database_app() -> Starlette:
             return Response(b'{"valid": false, "code": "NOT_FOUND"}', media_type="application/json")
         return Response(json.dumps({"valid": True, "code": "VALID", "key_id": found[1], "organization_id": found[2],
                                     "user_id": found[3], "type": found[4], "permissions": loaded(found[5]),
-                                    "expires_at": None}), media_type="application/json")
+                                    "expires_at": None, "name": found[8], "owner_id": found[9],
+                                    "meta": loaded(found[10])}), media_type="application/json")
 
     return Starlette(routes=[Route("/api/v1/api-keys", list_keys),
                              Route("/api/v1/keys/verify", verify_key, methods=["POST"])])

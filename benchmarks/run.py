@@ -64,9 +64,12 @@ def dataset(count: int, database: str | None) -> dict:
         url = f"{database}?options=-csearch_path%3D{schema}"
     else:
         url = f"sqlite:///{DATA}/{count}.db"
+    env = {**os.environ, "KEYHOUSE_DATABASE_URL": url, "KEYHOUSE_SECRET": SECRET}
     if manifest.exists():
         made = json.loads(manifest.read_text())
         if made.get("url") == url:
+            # Made by an earlier keyhouse: brought to the current schema, as an operator would.
+            subprocess.run([str(BIN / "keyhouse"), "db", "upgrade"], env=env, check=True, capture_output=True)
             return made
     if database:
         from sqlalchemy import create_engine, text
@@ -77,7 +80,6 @@ def dataset(count: int, database: str | None) -> dict:
     else:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{DATA}/{count}.db{suffix}").unlink(missing_ok=True)
-    env = {**os.environ, "KEYHOUSE_DATABASE_URL": url, "KEYHOUSE_SECRET": SECRET}
     print(f"loading a dataset of {count:,} keys into {url} (once; kept in {DATA})", file=sys.stderr)
     admin = keyhouse_cli(env, "bootstrap", "--organization", f"bench-{count}", "--email", f"admin@{count}.bench")
     member = keyhouse_cli(env, "users", "create", "--organization", admin["organization_id"],
