@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import yaml
-from openapi_spec_validator import validate
-from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -56,6 +54,10 @@ def from_openapi(text: str, name_ok: Callable[[str], bool]) -> Declared:
         raise Invalid("not an OpenAPI document: its top level is no object")
     if (remote := _remote_ref(document)) is not None:
         raise Invalid(f"$ref {remote!r} is not local to the document (only '#/...' references are read)")
+    # Imported here: the validator costs a worker about 12 MB, and only declaring an API needs it.
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+
     try:
         validate(document)
     except OpenAPIValidationError as e:
