@@ -197,15 +197,18 @@ def test_a_gateways_day_with_a_key_for_the_documents_api(client, world):
     assert key["allowed_scopes"] == ["documents:getDocument"]
     allowed = verify(client, admin, key["key"], permissions=["documents:getDocument"])
     assert (allowed["valid"], allowed["code"], allowed["permissions"]) == (True, "VALID", ["documents:getDocument"])
-    assert verify(client, admin, key["key"], permissions=["documents:deleteDocument"])["code"] == \
-        "INSUFFICIENT_PERMISSIONS"
-    # The API's new definition no longer has getDocument: the key loses it, and says so.
-    without = DOCUMENTS.replace("operationId: getDocument", "operationId: readDocument")
-    assert client.put(f"{API}/apis/documents", json={"openapi": without}, headers=admin.bearer).status_code == 200
-    assert verify(client, admin, key["key"], permissions=["documents:getDocument"])["code"] == \
-        "INSUFFICIENT_PERMISSIONS"
+    the_rest_of_the_day(client, admin, key["key"])
     listed = client.get(f"{API}/user/api-keys/{key['id']}", headers=admin.bearer).json()
     assert listed["allowed_scopes"] == []
+
+
+def the_rest_of_the_day(client, admin, key: str) -> None:
+    """A key holding documents:getDocument only: deleteDocument is refused; then the API's new definition
+    no longer has getDocument, and the key loses it."""
+    assert verify(client, admin, key, permissions=["documents:deleteDocument"])["code"] == "INSUFFICIENT_PERMISSIONS"
+    without = DOCUMENTS.replace("operationId: getDocument", "operationId: readDocument")
+    assert client.put(f"{API}/apis/documents", json={"openapi": without}, headers=admin.bearer).status_code == 200
+    assert verify(client, admin, key, permissions=["documents:getDocument"])["code"] == "INSUFFICIENT_PERMISSIONS"
 
 
 def test_groups_all_and_the_any_of_form(client, world):
