@@ -137,12 +137,18 @@ def _not_for(case) -> list:
     return []
 
 
+_PERMISSION_LISTS = {"permissions", "any_permissions", "allowed_scopes"}  # where keys' permissions stand
+
+
 def _names_an_api(node) -> bool:
-    if isinstance(node, dict):
-        return any(_names_an_api(value) for value in node.values())
+    """Whether a body names a permission of an API (`<api>:<name>`) in a list of permissions, at any depth
+    (a billing ACL holds its lists one level down). Other colons (IPv6 addresses) do not count."""
     if isinstance(node, list):
-        return any(isinstance(item, str) and ":" in item or _names_an_api(item) for item in node)
-    return False
+        return any(_names_an_api(item) for item in node)
+    if not isinstance(node, dict):
+        return False
+    return any(any(isinstance(p, str) and ":" in p for p in value) if name in _PERMISSION_LISTS
+               and isinstance(value, list) else _names_an_api(value) for name, value in node.items())
 
 
 def _admin_key_row() -> dict:

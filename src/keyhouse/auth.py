@@ -214,14 +214,13 @@ class Refused(Exception):
         self.organization_id, self.key_id = organization_id, key_id
 
 
-def verdict(credential: queries.Credential | None, digest: str | None, now: datetime) -> str:
-    """VALID, NOT_FOUND, EXPIRED or REVOKED: what the store says of a presented secret.
+def verdict(credential: queries.Credential | None, now: datetime) -> str:
+    """VALID, NOT_FOUND, EXPIRED or REVOKED: what the store says of a presented secret (the credential the
+    lookup by its hash found: the key's current secret, or a retired one with its `retired_until`).
 
     Shared by authentication and the gateways' verify operation, so the two can never disagree.
     """
     if credential is None:
-        return "NOT_FOUND"
-    if digest is not None and not hmac.compare_digest(credential.key_hash, digest):
         return "NOT_FOUND"
     if credential.retired_until is not None and credential.retired_until <= now:
         return "REVOKED"  # rerolled away, its grace over: valid only inside the window
@@ -301,7 +300,7 @@ async def _from_key(rt: runtime.Runtime, presented: str, ip: str | None) -> Prin
     credential, digest = await lookup(rt, presented)
     if digest is None:
         raise Refused("malformed key", "The supplied API key is malformed.")
-    state = verdict(credential, digest, utcnow())
+    state = verdict(credential, utcnow())
     if credential is None or state != "VALID":
         known = credential if state != "NOT_FOUND" else None
         raise Refused(state.lower().replace("_", " "), _MESSAGES[state],
@@ -356,7 +355,7 @@ async def _from_jwt(rt: runtime.Runtime, token: str, ip: str | None) -> Principa
     credential = await rt.store.read(queries.credential_by_id, str(claims["org"]), str(claims["kid"]))
     if credential is not None and claims["ver"] != credential.secret_version:
         credential = await _retired(rt, credential, claims["ver"])
-    state = verdict(credential, None, utcnow())
+    state = verdict(credential, utcnow())
     if state != "VALID":
         raise Refused("token of a " + state.lower().replace("_", " ") + " key", _MESSAGES[state],
                       organization_id=claims["org"], key_id=claims["kid"])

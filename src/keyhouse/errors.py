@@ -195,15 +195,17 @@ class Dressing:
         self._resources = [(re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"),
                             _allowed(item)) for template, item in document["paths"].items()]
 
+    def _below_base(self, path: str) -> str:
+        return path[len(self.base):] if path.startswith(self.base) else path
+
     def family_of(self, path: str) -> tuple[str, str]:
         """(family, cloud area) of a request path."""
-        rest = path[len(self.base):] if path.startswith(self.base) else path
+        rest = self._below_base(path)
         return self._families.get(rest.split("/")[1] if rest.startswith("/") else "", ("keyhouse", ""))
 
     def allowed_methods(self, path: str) -> list[str]:
         """The methods the spec declares for the resource at `path` (for `Allow`)."""
-        rest = path[len(self.base):] if path.startswith(self.base) else path
-        rest = rest.rstrip("/") or "/"
+        rest = self._below_base(path).rstrip("/") or "/"
         return next((methods for pattern, methods in self._resources if pattern.match(rest)), [])
 
     def dress(self, request: ConnexionRequest, error: ApiError) -> ConnexionResponse:

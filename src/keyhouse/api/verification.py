@@ -41,7 +41,7 @@ async def verify_key(body: dict, token_info: dict):
         return {"valid": False, "code": "NOT_FOUND"}
     known = {"key_id": credential.key_id, "organization_id": credential.organization_id,
              "user_id": credential.user_id}
-    code = verdict(credential, digest, utcnow())
+    code = verdict(credential, utcnow())
     if code == "VALID" and not ip_allowed(credential.allowed_ips, body.get("ip")):
         code = "FORBIDDEN"
     if code == "VALID" and not await _holds(rt, credential, body.get("permissions", []),

@@ -365,11 +365,15 @@ def touch_keys(session: Session, last_used: dict[int, datetime]) -> None:
 # ------------------------------------------------------------------ traffic-filter rulesets
 
 def count_rulesets(session: Session, organization_id: str) -> int:
-    """How many rulesets the organization holds, with its row locked until the transaction ends, so
+    return _count_under_lock(session, organization_id, Ruleset)
+
+
+def _count_under_lock(session: Session, organization_id: str, model: type[Ruleset] | type[PlatformApi]) -> int:
+    """How many rows of `model` the organization holds, with its row locked until the transaction ends, so
     that two creates cannot both pass a limit (SQLite's write transactions are serialized anyway)."""
     session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
-    return session.scalar(select(func.count()).select_from(Ruleset)
-                          .where(Ruleset.organization_id == organization_id)) or 0
+    return session.scalar(select(func.count()).select_from(model)
+                          .where(model.organization_id == organization_id)) or 0
 
 
 def insert_ruleset(session: Session, organization_id: str, *, actor: Actor, **fields) -> Ruleset:
@@ -498,11 +502,7 @@ def strip_platform_permissions(session: Session, organization_id: str, api: str,
 
 
 def count_platform_apis(session: Session, organization_id: str) -> int:
-    """How many APIs the organization declares, its row locked until the transaction ends (see
-    count_rulesets)."""
-    session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
-    return session.scalar(select(func.count()).select_from(PlatformApi)
-                          .where(PlatformApi.organization_id == organization_id)) or 0
+    return _count_under_lock(session, organization_id, PlatformApi)
 
 
 def declare_platform_api(session: Session, organization_id: str, name: str, *, actor: Actor,
