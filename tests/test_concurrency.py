@@ -72,3 +72,20 @@ def test_racing_rerolls_and_revokes_leave_no_half_written_key(server):
     secrets = [made["secretKey"]] + [r.json()["key"] for r in results if r.status_code == 201]
     assert {client.get("/api-keys", headers={"REB-APIKEY": s}).status_code for s in secrets} == {401}
     assert client.get(f"/api-keys/{made['id']}", headers={"REB-APIKEY": key}).status_code == 404
+
+
+def test_racing_verifies_spend_each_credit_once(served):
+    """2 workers x 50 verifies of a key with 60 credits: exactly 60 VALID, on either database."""
+    key, start = served
+    base = start("--workers", "2", KEYHOUSE_RATE_LIMIT="100000/second")
+    admin = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, timeout=30) as client:
+        made = client.post("/keys", json={"name": "metered", "credits": {"remaining": 60}}, headers=admin)
+        assert made.status_code == 201, made.text
+        results = parallel([lambda: client.post("/keys/verify", json={"key": made.json()["key"]}, headers=admin)
+                            for _ in range(100)])
+        codes = [r.json()["code"] for r in results]
+        assert (codes.count("VALID"), codes.count("USAGE_EXCEEDED")) == (60, 40)
+        spent = sorted(r.json()["remaining"] for r in results if r.json()["code"] == "VALID")
+        assert spent == list(range(60))  # every count from 59 down to 0, each once
+        assert client.get(f"/keys/{made.json()['id']}", headers=admin).json()["credits"]["remaining"] == 0

@@ -118,6 +118,12 @@ def qualified(permission: str) -> tuple[str, str] | None:
     return (api, name) if sep else None
 
 
+def of(api: str, names: list[str]) -> list[str]:
+    """Names given beside an API (verify's `api`, a billing ACL entry's `scope.api`), as keys hold them:
+    `getDocument` -> `documents:getDocument`, `*` -> `documents:*`. Every name is the API's, colons and all."""
+    return [f"{api}:{name}" for name in names]
+
+
 def members(definition: tuple[list[str], dict[str, list[str]]], name: str) -> set[str]:
     """The permissions a name of an API stands for: itself, a group's members, or all of them ('*')."""
     permissions, groups = definition

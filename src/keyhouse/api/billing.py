@@ -5,9 +5,10 @@ Errors are problem details; validation failures list `invalidFields`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote
 
-from .. import runtime, spec
+from .. import platforms, runtime, spec
 from ..auth import Principal, principal
 from ..runtime import reading, secret, session
 from ..store import queries
@@ -71,10 +72,22 @@ async def get_api_key_collection(token_info: dict, limit: int, offset: int, sort
     return [_key(row) for row in rows], 200, paging_headers(total, limit, offset)
 
 
+def held_by(entry: dict) -> list[str]:
+    """The permissions an ACL entry grants, as keys hold them: with `scope.api`, its names are that API's."""
+    api = entry["scope"].get("api")
+    return platforms.of(api, entry["permissions"]) if api is not None else entry["permissions"]
+
+
+def acl_kept(acl: list[dict], keep: Callable[[list[str]], list[str]]) -> list[dict]:
+    """The ACL without the names `keep` drops (each compared as keys hold it)."""
+    return [{**entry, "permissions": [name for name, held in zip(entry["permissions"], held_by(entry), strict=True)
+                                      if keep([held])]} for entry in acl]
+
+
 def _in_acl(acl: list[dict], permission: str) -> tuple[str, ...]:
     """Where a permission stands in an ACL: acl.<entry>.permissions.<index>."""
-    return next((("acl", str(i), "permissions", str(entry["permissions"].index(permission)))
-                 for i, entry in enumerate(acl) if permission in entry["permissions"]), ("acl",))
+    return next((("acl", str(i), "permissions", str(held_by(entry).index(permission)))
+                 for i, entry in enumerate(acl) if permission in held_by(entry)), ("acl",))
 
 
 def _fields(me: Principal, body: dict) -> dict:
@@ -85,7 +98,7 @@ def _fields(me: Principal, body: dict) -> dict:
         # An entry scoped to other organizations grants nothing here: a key lives in one organization.
         requested = [permission for entry in acl
                      if me.organization_id in (entry["scope"].get("organizationId") or [me.organization_id])
-                     for permission in entry["permissions"]]
+                     for permission in held_by(entry)]
     return {
         "description": body["description"],
         "type": body["type"],

@@ -44,6 +44,7 @@ def granted(me: Principal, requested: list[str] | None, key_type: str,
         wanted = [p for p in me.permissions if key_type != "publishable" or p not in policy.writes]
     else:
         wanted = list(dict.fromkeys(requested))
+        refuse_strangers(wanted, locate)
     own = [p for p in wanted if platforms.qualified(p) is None]
     theirs = [p for p in wanted if platforms.qualified(p) is not None]
     why = policy.grantable([p for p in me.permissions if platforms.qualified(p) is None], me.key_type, own, key_type)
@@ -61,6 +62,20 @@ def granted(me: Principal, requested: list[str] | None, key_type: str,
     if why is None:
         return wanted
     raise ApiError("forbidden", why[0].upper() + why[1:] + ".")
+
+
+def refuse_strangers(names: list[str], locate: Callable[[str], tuple[str, ...]]) -> None:
+    """422 for the names that are neither keyhouse's permissions nor an API's `<api>:<permission>`.
+
+    A schema that admits an API's own names (`NamedPermission`, for verify's `api` and a billing ACL
+    entry's `scope.api`) lets them through where no API is named beside them."""
+    policy = runtime.current().policy
+    strangers = [p for p in names if platforms.qualified(p) is None and p != platforms.ALL
+                 and p not in policy.operations]
+    if strangers:
+        raise ApiError("invalid_body", f"Not a permission of keyhouse: {', '.join(strangers)}; name the API it is "
+                       "of (`<api>:<permission>`, or the API beside it).",
+                       fields=[FieldError(locate(p), "not a permission of keyhouse", "enum") for p in strangers])
 
 
 def only_admins(me: Principal) -> None:

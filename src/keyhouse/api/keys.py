@@ -11,12 +11,12 @@ from datetime import datetime
 
 import orjson
 
-from .. import spec
+from .. import credits, spec
 from ..auth import Principal, principal
 from ..errors import ApiError, FieldError
 from ..runtime import reading, secret, session
 from ..store import queries
-from ..store.models import ApiKey
+from ..store.models import ApiKey, utcnow
 from .common import granted, iso_z, paging_headers, visible_key
 
 # What verify hands every gateway back on every call stays small: the spec bounds it as JSON.
@@ -26,9 +26,36 @@ MAX_META_BYTES = spec.schema(spec.document(), "KeyMeta")["x-keyhouse-max-json-by
 def _key(row: ApiKey) -> dict:
     return {"id": row.id, "name": row.description, "owner_id": row.owner_id, "meta": row.meta, "type": row.type,
             "permissions": list(row.permissions), "allowed_ips": row.allowed_ips,
-            "expires_at": iso_z(row.expires_at) if row.expires_at else None, "created_at": iso_z(row.created_at),
-            "updated_at": iso_z(row.updated_at),
+            "expires_at": iso_z(row.expires_at) if row.expires_at else None, "credits": _credits_view(row),
+            "rate_limit": {"limit": row.verify_limit, "window_seconds": row.verify_window_seconds}
+            if row.verify_limit is not None else None,
+            "created_at": iso_z(row.created_at), "updated_at": iso_z(row.updated_at),
             "last_used_at": iso_z(row.last_used_at) if row.last_used_at else None}
+
+
+def _credits_view(row: ApiKey) -> dict | None:
+    left = credits.left(row.credits_remaining, row.credits_refill_amount, row.credits_refill_seconds,
+                        row.credits_refilled_at, utcnow())
+    if left is None:
+        return None
+    refill = {"amount": row.credits_refill_amount, "interval_seconds": row.credits_refill_seconds} \
+        if row.credits_refill_amount is not None else None
+    return {"remaining": left, "refill": refill}
+
+
+def _limits(body: dict) -> dict:
+    """The columns of the body's `credits` and `rate_limit` (each replaced whole; null clears it)."""
+    fields: dict = {}
+    if "credits" in body:
+        given = body["credits"] or {}
+        refill = given.get("refill") or {}
+        fields.update(credits_remaining=given.get("remaining"), credits_refill_amount=refill.get("amount"),
+                      credits_refill_seconds=refill.get("interval_seconds"),
+                      credits_refilled_at=utcnow() if given else None)
+    if "rate_limit" in body:
+        given = body["rate_limit"] or {}
+        fields.update(verify_limit=given.get("limit"), verify_window_seconds=given.get("window_seconds"))
+    return fields
 
 
 def _meta(body: dict) -> None:
@@ -64,7 +91,7 @@ def create_key(body: dict, token_info: dict):
             s, secret(), actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
             description=body["name"], permissions=_permissions(me, body, key_type), type=key_type,
             owner_id=body.get("owner_id"), meta=body.get("meta"), expires_at=_moment(body.get("expires_at")),
-            allowed_ips=body.get("allowed_ips"))
+            allowed_ips=body.get("allowed_ips"), **_limits(body))
         return {**_key(row), "key": plaintext}, 201
 
 
@@ -86,5 +113,6 @@ def update_key(key_id: str, body: dict, token_info: dict):
             fields["expires_at"] = _moment(body["expires_at"])
         if "permissions" in body:
             fields["permissions"] = _permissions(me, body, row.type)
+        fields.update(_limits(body))
         queries.update_key(s, row, actor=me.actor(), **fields)
         return _key(row), 200

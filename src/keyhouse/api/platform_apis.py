@@ -15,6 +15,7 @@ from ..runtime import reading, session
 from ..store import queries
 from ..store.models import PlatformApi
 from ..validation import compiled
+from .billing import acl_kept
 from .common import iso_z, only_admins
 
 _DOCUMENT = spec.document()
@@ -92,7 +93,7 @@ def replace_platform_api(api_name: str, body: dict, token_info: dict):
         queries.redefine_platform_api(s, row, actor=me.actor(), **definition)
         now = {api_name: (row.permissions, row.groups)}
         queries.strip_platform_permissions(s, me.organization_id, api_name,
-                                           lambda held: platforms.kept(held, api_name, now))
+                                           lambda held: platforms.kept(held, api_name, now), acl_kept)
         return _view(row), 200
 
 
@@ -102,5 +103,5 @@ def delete_platform_api(api_name: str, token_info: dict):
     with session() as s:
         queries.delete_platform_api(s, _find(s, me.organization_id, api_name, for_update=True), actor=me.actor())
         queries.strip_platform_permissions(s, me.organization_id, api_name,
-                                           lambda held: platforms.kept(held, api_name, {}))
+                                           lambda held: platforms.kept(held, api_name, {}), acl_kept)
     return None, 204

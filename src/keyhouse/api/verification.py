@@ -1,14 +1,28 @@
 """Verification for gateways: `POST /keys/verify` tells whether a key presented to them is good, and for
-what. Errors are problem details, as in keyhouse's other own operations."""
+what, and spends its credits. Errors are problem details, as in keyhouse's other own operations."""
 
 from __future__ import annotations
 
-from .. import metrics, platforms, runtime
+from datetime import UTC, datetime
+
+from .. import credits, metrics, platforms, runtime
 from ..auth import ip_allowed, lookup, principal, verdict
+from ..ratelimit import Exceeded, Standing, per_window
 from ..store import queries
 from ..store.models import utcnow
 from ..store.queries import Credential
-from .common import iso_z
+from .common import iso_z, refuse_strangers
+
+
+def _asked(body: dict, field: str) -> list[str] | None:
+    """The permissions a verify asks about under `field`, as keys hold them. With `api`, every name is
+    that API's; without it, a name must be one a key can hold (422 where it stands, otherwise)."""
+    names: list[str] | None = body.get(field)
+    if names is not None and "api" in body:
+        return platforms.of(body["api"], names)
+    if names is not None:
+        refuse_strangers(names, lambda name: (field, str(names.index(name))))
+    return names
 
 
 async def _holds(rt: runtime.Runtime, credential: Credential, every: list[str], some: list[str] | None) -> bool:
@@ -27,35 +41,58 @@ async def _holds(rt: runtime.Runtime, credential: Credential, every: list[str], 
     return all(one(p) for p in every) and (some is None or any(one(p) for p in some))
 
 
-async def verify_key(body: dict, token_info: dict):
-    """The hot path: a checksum, one indexed lookup, no database write (last use is recorded in memory).
+def _standing(state: Standing | Exceeded) -> dict:
+    remaining = state.remaining if isinstance(state, Standing) else 0
+    return {"limit": state.limit, "remaining": remaining,
+            "reset_at": iso_z(datetime.fromtimestamp(state.reset_at, UTC))}
 
-    A verification counts against the verified key's rate limit: it is a use of that key."""
+
+async def verify_key(body: dict, token_info: dict):
+    """The hot path: a checksum, one indexed lookup, and no database write unless the key has credits
+    to spend (last use is recorded in memory).
+
+    Checked in this order, the first failure being the verdict: the key's state, its allowed IPs, the
+    permissions asked about, its rate limit, its credits. A verification counts against the verified
+    key's rate limit (its own, or the server's default per key): it is a use of that key."""
     me = principal(token_info)
     rt = runtime.current()
+    every, some = _asked(body, "permissions") or [], _asked(body, "any_permissions")
     credential, digest = await lookup(rt, body["key"])
-    if digest is None:
-        return {"valid": False, "code": "NOT_FOUND"}
     # Keys of other organizations do not exist for this caller: no oracle across tenants.
-    if credential is None or credential.organization_id != me.organization_id:
+    if digest is None or credential is None or credential.organization_id != me.organization_id:
         return {"valid": False, "code": "NOT_FOUND"}
-    known = {"key_id": credential.key_id, "organization_id": credential.organization_id,
-             "user_id": credential.user_id}
-    code = verdict(credential, utcnow())
+    answer: dict = {"key_id": credential.key_id, "organization_id": credential.organization_id,
+                    "user_id": credential.user_id}
+    now = utcnow()
+    code = verdict(credential, now)
     if code == "VALID" and not ip_allowed(credential.allowed_ips, body.get("ip")):
         code = "FORBIDDEN"
-    if code == "VALID" and not await _holds(rt, credential, body.get("permissions", []),
-                                            body.get("any_permissions")):
+    if code == "VALID" and not await _holds(rt, credential, every, some):
         code = "INSUFFICIENT_PERMISSIONS"
-    if code == "VALID" and (exceeded := await rt.limiter.hit(credential.organization_id, credential.key_pk)):
+    own = per_window(credential.verify_limit, credential.verify_window_seconds) \
+        if credential.verify_limit is not None and credential.verify_window_seconds is not None else None
+    if code == "VALID" and (exceeded := await rt.limiter.hit(credential.organization_id, credential.key_pk, own)):
         metrics.RATE_LIMITED.labels(exceeded.scope).inc()
-        code = "RATE_LIMITED"
+        code, answer["rate_limit"] = "RATE_LIMITED", _standing(exceeded)
+    elif code == "VALID" and own is not None and (standing := await rt.limiter.standing(
+            credential.organization_id, credential.key_pk, own)) is not None:
+        answer["rate_limit"] = _standing(standing)
+    if code == "VALID" and credential.credits_remaining is not None:
+        cost = body.get("cost", 1)
+        if cost:
+            spent, answer["remaining"] = await rt.store.write(queries.spend_credits, credential, cost, now,
+                                                              actor=me.actor())
+            code = "VALID" if spent else "USAGE_EXCEEDED"
+        else:  # spends nothing, so it stays a read
+            answer["remaining"] = credits.left(credential.credits_remaining, credential.credits_refill_amount,
+                                               credential.credits_refill_seconds, credential.credits_refilled_at, now)
     if code != "VALID":
-        return {"valid": False, "code": code, **known}
-    rt.recorder.used(credential.key_pk, utcnow())
+        return {"valid": False, "code": code, **answer}
+    rt.recorder.used(credential.key_pk, now)
     return {
-        "valid": True, "code": "VALID", **known, "type": credential.type,
+        "valid": True, "code": "VALID", **answer, "type": credential.type,
         "permissions": list(credential.permissions),
         "expires_at": iso_z(credential.expires_at) if credential.expires_at else None,
         "name": credential.name, "owner_id": credential.owner_id, "meta": credential.meta,
+        "remaining": answer.get("remaining"),
     }

@@ -112,6 +112,16 @@ class ApiKey(Base):
     # gateway: both returned by verify. Set through keyhouse's own key operations.
     owner_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     meta: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # Credits: verifications left (null: unlimited), spent by verify in one conditional UPDATE, and how
+    # they are topped up (both null: never). A refill sets them back to the amount once the interval has
+    # passed since `credits_refilled_at`.
+    credits_remaining: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    credits_refill_amount: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    credits_refill_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    credits_refilled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The key's own verify rate limit (both null: the server's default per key).
+    verify_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    verify_window_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     id_folded: Mapped[str] = mapped_column(Text)
     description_folded: Mapped[str] = mapped_column(Text)
     api_user_folded: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, cast
 
-from sqlalchemy import Connection, CursorResult, Text, bindparam, delete, func, insert, null, or_, select, update
+from sqlalchemy import Connection, CursorResult, Table, Text, bindparam, delete, func, insert, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,6 +54,12 @@ class Credential:
     name: str
     owner_id: str | None
     meta: dict | None
+    credits_remaining: int | None  # credits, as stored (see keyhouse.credits for what is left now)
+    credits_refill_amount: int | None
+    credits_refill_seconds: int | None
+    credits_refilled_at: datetime | None
+    verify_limit: int | None  # the key's own verify rate limit, per window
+    verify_window_seconds: int | None
 
 
 # The hot paths (authentication, verify, the billing list) run prebuilt Core statements on a plain
@@ -61,7 +67,8 @@ class Credential:
 _keys, _users, _retired = ApiKey.__table__, User.__table__, RetiredSecret.__table__
 _KEY_COLUMNS = (_keys.c.organization_id, _keys.c.user_id, _users.c.role, _keys.c.type, _keys.c.permissions,
                 _keys.c.allowed_ips, _keys.c.expires_at, _keys.c.revoked_at, _keys.c.description, _keys.c.owner_id,
-                _keys.c.meta)
+                _keys.c.meta, _keys.c.credits_remaining, _keys.c.credits_refill_amount, _keys.c.credits_refill_seconds,
+                _keys.c.credits_refilled_at, _keys.c.verify_limit, _keys.c.verify_window_seconds)
 _CREDENTIAL = select(
     _keys.c.pk, _keys.c.id, _keys.c.key_hash, _keys.c.secret_version, null(), *_KEY_COLUMNS,
 ).join(_users, _users.c.id == _keys.c.user_id)
@@ -353,6 +360,30 @@ def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: Actor) -> No
     session.flush()
 
 
+def spend_credits(session: Session, credential: Credential, cost: int, now: datetime, *,
+                  actor: Actor) -> tuple[bool, int | None]:
+    """Spend `cost` of the key's credits, topping them up first when a refill is due: (spent, what is left).
+
+    Each step is one conditional UPDATE, so racing verifies (other workers' too) never spend one credit
+    twice nor refill twice: PostgreSQL re-checks a condition on the row it waited for, SQLite runs one
+    writer at a time. Spending the last credit records `key.credits_exhausted`."""
+    pk, keys_table = _keys.c.pk == credential.key_pk, cast(Table, _keys)
+    if credential.credits_refill_seconds is not None and credential.credits_refilled_at is not None:
+        due_before = now - timedelta(seconds=credential.credits_refill_seconds)
+        session.execute(update(keys_table).where(pk, _keys.c.credits_refilled_at <= due_before,
+                                            _keys.c.credits_refill_amount.is_not(None))
+                        .values(credits_remaining=_keys.c.credits_refill_amount, credits_refilled_at=now))
+    left = session.execute(update(keys_table).where(pk, _keys.c.credits_remaining >= cost)
+                           .values(credits_remaining=_keys.c.credits_remaining - cost)
+                           .returning(_keys.c.credits_remaining)).scalar()
+    if left is None:  # too few left, or credits taken off the key since it was looked up (then: unlimited)
+        left = session.execute(select(_keys.c.credits_remaining).where(pk)).scalar()
+        return left is None, left
+    if left == 0 and cost > 0:
+        _audit(session, actor, "key.credits_exhausted", "api_key", credential.key_id)
+    return True, left
+
+
 def touch_keys(session: Session, last_used: dict[int, datetime]) -> None:
     """Record last uses gathered in memory; never moves a time backwards."""
     for key_pk, at in last_used.items():
@@ -484,9 +515,10 @@ def platform_definitions(db: Session | Connection, organization_id: str, names: 
 
 
 def strip_platform_permissions(session: Session, organization_id: str, api: str,
-                               keep: Callable[[list[str]], list[str]]) -> int:
-    """Apply `keep` to the permissions (and billing ACLs) of the organization's keys that name `api`: what an
-    API no longer declares, no key keeps. How many keys changed."""
+                               keep: Callable[[list[str]], list[str]],
+                               keep_acl: Callable[[list[dict], Callable[[list[str]], list[str]]], list[dict]]) -> int:
+    """Apply `keep` to the permissions of the organization's keys that name `api` (and, through `keep_acl`,
+    to their billing ACLs): what an API no longer declares, no key keeps. How many keys changed."""
     changed = 0
     named = ApiKey.permissions.cast(Text).like(f'%"{api}:%')
     for row in session.scalars(select(ApiKey).where(ApiKey.organization_id == organization_id, named)):
@@ -495,7 +527,7 @@ def strip_platform_permissions(session: Session, organization_id: str, api: str,
             continue
         row.permissions = permissions
         if row.acl is not None:
-            row.acl = [{**entry, "permissions": keep(list(entry["permissions"]))} for entry in row.acl]
+            row.acl = keep_acl(row.acl, keep)
         changed += 1
     session.flush()
     return changed

@@ -77,6 +77,15 @@ class Store:
             return self._read(query, *args, **kwargs)
         return await to_thread.run_sync(lambda: self._read(query, *args, **kwargs))
 
+    async def write(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`query(session, *args, **kwargs)` in a unit of work that writes, for the async paths: always in a
+        worker thread, since a write may wait for a lock (SQLite's, or a row's)."""
+        def run() -> T:
+            with self.session() as session:
+                return query(session, *args, **kwargs)
+
+        return await to_thread.run_sync(run)
+
     def _read(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # A plain connection, not a Session: these queries are Core statements, and a Session's
         # bookkeeping costs more than they do. Leaving the block ends the read transaction; a query
