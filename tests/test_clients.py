@@ -25,21 +25,21 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def client_package(tmp_path_factory):
-    """The generated client, importable as `keyhouse_client`."""
+    """The generated client, importable as `keyhouse_generated` (`keyhouse_client` is the hand-written one)."""
     where = tmp_path_factory.mktemp("generated")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # its ruff post-hook
     run = subprocess.run([str(BIN / "openapi-python-client"), "generate", "--path", str(SPEC), "--meta", "none",
-                          "--output-path", str(where / "keyhouse_client")],
+                          "--output-path", str(where / "keyhouse_generated")],
                          env=env, capture_output=True, text=True, timeout=300)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
     assert "warning" not in output.lower(), output
     sys.path.insert(0, str(where))
     try:
-        yield importlib.import_module("keyhouse_client")
+        yield importlib.import_module("keyhouse_generated")
     finally:
         sys.path.remove(str(where))
-        for name in [m for m in sys.modules if m == "keyhouse_client" or m.startswith("keyhouse_client.")]:
+        for name in [m for m in sys.modules if m == "keyhouse_generated" or m.startswith("keyhouse_generated.")]:
             del sys.modules[name]
 
 
@@ -49,8 +49,8 @@ def _client(package, base: str, key: str, header: str, prefix: str):
 
 
 def test_the_cloud_family_through_the_generated_client(client_package, served):
-    from keyhouse_client.api.cloud_api_keys import create_api_key, delete_api_key, get_api_key, get_api_keys
-    from keyhouse_client.models import ApiKeyResponse, ApiKeysResponse, BasicFailedReply, CreateApiKeyRequest
+    from keyhouse_generated.api.cloud_api_keys import create_api_key, delete_api_key, get_api_key, get_api_keys
+    from keyhouse_generated.models import ApiKeyResponse, ApiKeysResponse, BasicFailedReply, CreateApiKeyRequest
 
     key, start = served
     base = start()
@@ -74,13 +74,13 @@ def test_the_cloud_family_through_the_generated_client(client_package, served):
 
 
 def test_the_billing_family_through_the_generated_client(client_package, served):
-    from keyhouse_client.api.billing_api_keys import (
+    from keyhouse_generated.api.billing_api_keys import (
         delete_api_key_resource,
         get_api_key_collection,
         get_api_key_resource,
         post_api_key,
     )
-    from keyhouse_client.models import BillingApiKey, BillingApiKeyInput, Problem
+    from keyhouse_generated.models import BillingApiKey, BillingApiKeyInput, Problem
 
     key, start = served
     base = start()
@@ -104,13 +104,13 @@ def test_the_billing_family_through_the_generated_client(client_package, served)
 
 
 def test_the_workspace_family_through_the_generated_client(client_package, served):
-    from keyhouse_client.api.workspace_api_keys import (
+    from keyhouse_generated.api.workspace_api_keys import (
         create_my_api_key,
         get_my_api_key,
         list_my_api_keys,
         revoke_my_api_key,
     )
-    from keyhouse_client.models import Permission, WorkspaceApiKey, WorkspaceApiKeyCreated, WorkspaceApiKeyInput
+    from keyhouse_generated.models import Permission, WorkspaceApiKey, WorkspaceApiKeyCreated, WorkspaceApiKeyInput
 
     key, start = served
     base = start()
@@ -128,6 +128,38 @@ def test_the_workspace_family_through_the_generated_client(client_package, serve
     assert revoke_my_api_key.sync_detailed(made.id, client=workspace).status_code == 204
     assert get_my_api_key.sync(made.id, client=workspace).active is False
     assert httpx.get(f"{base}/user/api-keys", headers={"Authorization": f"Bearer {made.key}"}).status_code == 401
+
+
+def test_guarding_a_platforms_own_api_through_the_generated_client(client_package, served):
+    """The issue's day, in keyhouse's own family: declare a documents API, make a key for cus_42 holding
+    getDocument with 3 credits, verify it until the credits run out."""
+    from keyhouse_generated.api.api_definitions import create_platform_api
+    from keyhouse_generated.api.key_verification import verify_key
+    from keyhouse_generated.api.keys import create_key, get_key
+    # A nullable object schema is a union to the generator: KeyCredits | None becomes KeyCreditsType0 | None.
+    from keyhouse_generated.models import KeyCreated, KeyCreditsType0, KeyInput, VerifyKeyRequest
+
+    from tests.test_platform_apis import DOCUMENTS
+
+    key, start = served
+    admin = _client(client_package, start(), key, "Authorization", "Bearer")
+    # The body's schema is a oneOf (a document, or scopes), which the generator types as Any: a dict it is.
+    declared = create_platform_api.sync(client=admin, body={"name": "documents", "openapi": DOCUMENTS})
+    assert declared.permissions == ["deleteDocument", "getDocument", "getHealth"]
+    made = create_key.sync(client=admin, body=KeyInput(name="cus_42", owner_id="cus_42",
+                                                       permissions=["documents:getDocument"],
+                                                       credits_=KeyCreditsType0(remaining=3)))
+    assert isinstance(made, KeyCreated) and made.credits_.remaining == 3
+    verdicts = [verify_key.sync(client=admin, body=VerifyKeyRequest(key=made.key, api="documents",
+                                                                    permissions=["getDocument"]))
+                for _ in range(4)]
+    assert [(v.code.value, v.remaining) for v in verdicts] == [("VALID", 2), ("VALID", 1), ("VALID", 0),
+                                                               ("USAGE_EXCEEDED", 0)]
+    assert verdicts[0].owner_id == "cus_42"
+    refused = verify_key.sync(client=admin, body=VerifyKeyRequest(key=made.key, api="documents",
+                                                                  permissions=["deleteDocument"]))
+    assert refused.code.value == "INSUFFICIENT_PERMISSIONS"
+    assert get_key.sync(made.id, client=admin).credits_.remaining == 0
 
 
 def test_openapi_generator_generates_a_python_client_without_errors(tmp_path):

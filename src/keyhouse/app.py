@@ -16,6 +16,7 @@ from connexion.resolver import Resolver
 from . import spec
 from .api import HANDLERS
 from .auth import extractors_by_operation
+from .changes import ChangeSignal
 from .config import Settings
 from .errors import Dressing
 from .middleware import Observed, RequestContext, ResponseHeaders
@@ -66,15 +67,17 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
     limiter = RateLimiter(settings.rate_limit, settings.organization_rate_limit, settings.redis_url,
                           settings.refused_credential_limit)
     rt = Runtime(settings=settings, store=store, policy=Policy.from_spec(document), recorder=Recorder(store),
-                 limiter=limiter, extractors=extractors_by_operation(document))
+                 limiter=limiter, changes=ChangeSignal(store.engine.url), extractors=extractors_by_operation(document))
 
     @asynccontextmanager
     async def lifespan(_app):
         flusher = asyncio.create_task(rt.recorder.run())
+        await rt.changes.start()
         try:
             yield
         finally:
             flusher.cancel()
+            await rt.changes.stop()
             rt.recorder.flush()
 
     app = AsyncApp(__name__, specification_dir=str(spec.path().parent), lifespan=lifespan)

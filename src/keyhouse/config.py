@@ -27,6 +27,8 @@ class Settings:
     # Secrets retired by a rotation: keys hashed under them still authenticate, and are re-hashed under
     # `secret` on first use; tokens signed with them stay valid until they expire.
     previous_secrets: tuple[bytes, ...] = ()
+    # How far back the change feed serves (seconds): a cursor older than that answers 410.
+    change_feed_retention: int = 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,6 +41,7 @@ class Settings:
             redis_url=os.environ.get("KEYHOUSE_REDIS_URL") or None,
             refused_credential_limit=os.environ.get("KEYHOUSE_REFUSED_CREDENTIAL_LIMIT", "100/minute"),
             previous_secrets=tuple(v.encode() for v in os.environ.get("KEYHOUSE_PREVIOUS_SECRET", "").split(",") if v),
+            change_feed_retention=int(os.environ.get("KEYHOUSE_CHANGE_FEED_RETENTION", 3600)),
         )
 
 
@@ -74,6 +77,7 @@ ENVIRONMENT = [
     ("KEYHOUSE_ORGANIZATION_RATE_LIMIT", "1000/second", "requests per organization, all its keys together"),
     ("KEYHOUSE_REFUSED_CREDENTIAL_LIMIT", "100/minute", "refused credentials per client address before 429"),
     ("KEYHOUSE_REDIS_URL", "", "Redis for rate limits shared by every worker and server (redis://host:6379)"),
+    ("KEYHOUSE_CHANGE_FEED_RETENTION", "3600", "seconds of changes GET /keys/changes serves (410 for older cursors)"),
     ("KEYHOUSE_WORKERS", "1", "worker processes of `keyhouse serve` (--workers)"),
     ("KEYHOUSE_FORWARDED_ALLOW_IPS", "", "proxies whose X-Forwarded-For is trusted (--forwarded-allow-ips)"),
     ("KEYHOUSE_LOG_LEVEL", "info", "lowest level of the JSON log lines (--log-level)"),

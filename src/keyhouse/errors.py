@@ -41,6 +41,7 @@ STATUS = {
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
+    "gone": 410,  # keyhouse's own family only: a change-feed cursor it no longer serves
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "rate_limited": 429,

@@ -5,11 +5,16 @@ client sending an endless header could grow a worker without limit (measured: 20
 a worker from 97 MB to 403 MB). This protocol counts the bytes received while a request's head is
 still incomplete and, past MAX_HEAD_BYTES, answers 431 and closes the connection, as HTTP servers and
 proxies do. It happens before any operation is reached, like uvicorn's own 400 for malformed HTTP.
+
+When the server stops, it also ends the change feed's long-polls (keyhouse.changes.shut_down), which a
+graceful stop would otherwise wait out.
 """
 
 from __future__ import annotations
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from . import changes
 
 MAX_HEAD_BYTES = 64 * 1024
 
@@ -18,6 +23,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes = 0  # bytes received since the current request's head began (0: between requests)
     _in_head = True
     _heads_begun = 0
+
+    def shutdown(self) -> None:
+        changes.shut_down()  # uvicorn asks every connection to shut down when it stops
+        super().shutdown()
 
     def data_received(self, data: bytes) -> None:
         """Counts only the bytes of a head: when the head ends inside this read, the parser says so

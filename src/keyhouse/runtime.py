@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
+from .changes import ChangeSignal
 from .config import Settings
 from .permissions import Policy
 from .ratelimit import RateLimiter
@@ -28,6 +29,7 @@ class Runtime:
     policy: Policy
     recorder: Recorder
     limiter: RateLimiter
+    changes: ChangeSignal
     extractors: dict = field(default_factory=dict)  # operationId -> credential readers (keyhouse.auth)
 
 

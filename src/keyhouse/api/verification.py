@@ -95,4 +95,5 @@ async def verify_key(body: dict, token_info: dict):
         "expires_at": iso_z(credential.expires_at) if credential.expires_at else None,
         "name": credential.name, "owner_id": credential.owner_id, "meta": credential.meta,
         "remaining": answer.get("remaining"),
+        "secret_valid_until": iso_z(credential.retired_until) if credential.retired_until else None,
     }

@@ -579,9 +579,59 @@ def token_issued(session: Session, *, actor: Actor, key_id: str) -> None:
 
 def _audit(session: Session, actor: Actor, action: str, target_type: str, target_id: str,
            detail: str | None = None) -> None:
-    if actor is not None:
-        session.add(AuditEvent(**actor, action=action, target_type=target_type, target_id=target_id, detail=detail,
-                               at=utcnow()))
+    if actor is None:
+        return
+    if action in FEED_ACTIONS:
+        # The change feed serves these in cursor (id) order, so they must commit in it: the organization's
+        # row stays locked from before the event takes its id until the transaction ends, and the next
+        # change of the organization takes its id only then (SQLite runs one writer at a time anyway).
+        session.execute(select(Organization.id).where(Organization.id == actor["organization_id"])
+                        .with_for_update())
+    session.add(AuditEvent(**actor, action=action, target_type=target_type, target_id=target_id, detail=detail,
+                           at=utcnow()))
+    if action in FEED_ACTIONS:
+        session.flush()
+        if session.get_bind().dialect.name == "postgresql":  # wakes the feed's long-polls when this commits
+            session.execute(select(func.pg_notify(CHANGES_CHANNEL, actor["organization_id"])))
+
+
+# ------------------------------------------------------------------ the change feed
+
+# What may change a verdict: the audit events the change feed serves (`GET /keys/changes`).
+FEED_ACTIONS = frozenset({"key.revoked", "key.rerolled", "key.updated", "key.credits_exhausted", "api.redefined",
+                          "api.deleted"})
+CHANGES_CHANNEL = "keyhouse_changes"  # PostgreSQL's NOTIFY channel; the payload is the organization's id
+
+_events = AuditEvent.__table__
+_IN_FEED = _events.c.action.in_(sorted(FEED_ACTIONS))
+_CHANGES = (select(_events.c.id, _events.c.at, _events.c.action, _events.c.target_type, _events.c.target_id)
+            .where(_events.c.organization_id == bindparam("organization_id"), _events.c.id > bindparam("after"),
+                   _IN_FEED)
+            .order_by(_events.c.id).limit(bindparam("limit")))
+_LATEST_CHANGE = select(func.max(_events.c.id)).where(_events.c.organization_id == bindparam("organization_id"),
+                                                      _IN_FEED)
+
+
+class Changes(NamedTuple):
+    cursor: int  # of the last change in `rows`, or the one asked after
+    rows: list  # (id, at, action, target_type, target_id), oldest first
+    gone: bool  # the cursor is one the feed no longer serves (too old) or never did
+
+
+@one_statement
+def changes_after(db: Session | Connection, organization_id: str, after: int | None, limit: int,
+                  oldest: datetime) -> Changes:
+    """The organization's changes after cursor `after` (None: none, and the latest cursor), at most `limit`.
+
+    Gone when the first change after the cursor is older than `oldest` (the feed keeps what came since),
+    or when the cursor is beyond the organization's latest (another database's, or made up)."""
+    if after is None:
+        return Changes(db.execute(_LATEST_CHANGE, {"organization_id": organization_id}).scalar() or 0, [], False)
+    rows = list(db.execute(_CHANGES, {"organization_id": organization_id, "after": after, "limit": limit}))
+    if rows:
+        return Changes(rows[-1][0], rows, rows[0][1] < oldest)
+    latest = db.execute(_LATEST_CHANGE, {"organization_id": organization_id}).scalar() or 0
+    return Changes(after, [], after > latest)
 
 
 def insert_events(session: Session, events: Sequence[dict]) -> None:

@@ -1,0 +1,100 @@
+"""Waking the change feed's long-polls when an organization's change commits.
+
+On PostgreSQL a listener per process holds one connection that `LISTEN`s on the channel the store
+`NOTIFY`s in the changing transaction (delivered on commit), and wakes the waits of that organization at
+once. On SQLite, which has no such thing, a wait looks again every POLL_SECONDS. Either way a wait also
+looks again every SAFETY_SECONDS, so a lost listener connection costs latency, never a missed change:
+the feed's answer always comes from the database, never from the signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+
+from sqlalchemy.engine import URL
+
+from .store.queries import CHANGES_CHANNEL
+
+log = logging.getLogger("keyhouse.changes")
+
+POLL_SECONDS = 0.05  # SQLite: how often a wait looks again
+SAFETY_SECONDS = 1.0  # PostgreSQL: how often a wait looks again though nothing woke it
+RECONNECT_SECONDS = 1.0
+
+_signals: weakref.WeakSet[ChangeSignal] = weakref.WeakSet()
+_closing = False
+
+
+def shut_down() -> None:
+    """The server is stopping: every long-poll of this process answers now (and every later one at once),
+    so that a graceful stop does not wait out their `wait`s. Called by keyhouse.protocol."""
+    global _closing
+    _closing = True
+    for signal in list(_signals):
+        for waiters in signal._waiters.values():  # noqa: SLF001 - this module's own
+            for event in waiters:
+                event.set()
+
+
+class ChangeSignal:
+    """Per process: `wait(organization_id, timeout)` returns when a change of that organization may have
+    committed, or when it is time to look again anyway."""
+
+    def __init__(self, url: URL):
+        self._url = url
+        self._listening = url.get_backend_name() == "postgresql"
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task | None = None
+        _signals.add(self)
+
+    @property
+    def closing(self) -> bool:
+        """Whether the server is stopping (see shut_down): a long-poll answers what it has."""
+        return _closing
+
+    async def start(self) -> None:
+        if self._listening and self._task is None:
+            self._task = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait(self, organization_id: str, timeout: float) -> None:
+        interval = SAFETY_SECONDS if self._task is not None else POLL_SECONDS
+        event = asyncio.Event()
+        waiters = self._waiters.setdefault(organization_id, set())
+        waiters.add(event)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(timeout, interval))
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(organization_id, None)
+
+    def _wake(self, organization_id: str) -> None:
+        for event in self._waiters.get(organization_id, ()):
+            event.set()
+
+    async def _listen(self) -> None:
+        import psycopg  # PostgreSQL only
+
+        conninfo = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
+                    await connection.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    async for notice in connection.notifies():
+                        self._wake(notice.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a lost connection: the waits poll meanwhile, and we reconnect
+                log.warning("change feed listener lost its connection; reconnecting", exc_info=True)
+            await asyncio.sleep(RECONNECT_SECONDS)

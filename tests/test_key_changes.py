@@ -1,0 +1,138 @@
+"""The change feed (`GET /keys/changes`): what may change a verdict, in commit order, woken at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import update
+
+from keyhouse.store.models import AuditEvent, utcnow
+from tests.test_key_resource import create
+from tests.test_platform_apis import DOCUMENTS, declare
+
+API = "/api/v1"
+
+
+def changes(client, actor, **params) -> httpx.Response:
+    return client.get(f"{API}/keys/changes", params=params, headers=actor.bearer)
+
+
+def test_without_a_cursor_the_feed_answers_where_to_start(client, world):
+    admin = world.acme_admin
+    start = changes(client, admin)
+    assert start.status_code == 200 and start.json() == {"cursor": "0", "changes": []}
+    key = create(client, admin, name="k")
+    client.delete(f"{API}/api-keys/{key['id']}", headers=admin.billing)
+    latest = changes(client, admin).json()
+    assert latest["changes"] == [] and int(latest["cursor"]) > 0
+    assert changes(client, admin, after=latest["cursor"]).json() == {"cursor": latest["cursor"], "changes": []}
+
+
+def test_every_change_that_moves_a_verdict_is_in_the_feed_in_order(client, world):
+    admin = world.acme_admin
+    declare(client, admin, name="documents", openapi=DOCUMENTS)
+    start = changes(client, admin).json()["cursor"]
+    key = create(client, admin, name="k", credits={"remaining": 1})  # made: no verdict to change
+    client.patch(f"{API}/keys/{key['id']}", json={"meta": {"a": 1}}, headers=admin.bearer)
+    client.post(f"{API}/keys/{key['id']}/reroll", json={"grace_period_seconds": 0}, headers=admin.bearer)
+    client.post(f"{API}/keys/verify", json={"key": create(client, admin, name="metered",
+                                                          credits={"remaining": 1})["key"]}, headers=admin.bearer)
+    client.put(f"{API}/apis/documents", json={"scopes": ["read"]}, headers=admin.bearer)
+    client.delete(f"{API}/apis/documents", headers=admin.bearer)
+    client.delete(f"{API}/user/api-keys/{key['id']}", headers=admin.bearer)
+    answer = changes(client, admin, after=start).json()
+    seen = [(c["action"], c["key_id"] is not None, c["api"]) for c in answer["changes"]]
+    assert seen == [("key.updated", True, None), ("key.rerolled", True, None), ("key.credits_exhausted", True, None),
+                    ("api.redefined", False, "documents"), ("api.deleted", False, "documents"),
+                    ("key.revoked", True, None)]
+    cursors = [int(c["cursor"]) for c in answer["changes"]]
+    assert cursors == sorted(cursors) and answer["cursor"] == str(cursors[-1])
+    paged = changes(client, admin, after=start, limit=2).json()
+    assert [c["cursor"] for c in paged["changes"]] == [str(c) for c in cursors[:2]]
+    assert paged["cursor"] == str(cursors[1])
+
+
+def test_the_feed_is_the_organizations_own(client, world):
+    acme, globex = world.acme_admin, world.globex_admin
+    start = changes(client, globex).json()["cursor"]
+    key = create(client, acme, name="k")
+    client.delete(f"{API}/api-keys/{key['id']}", headers=acme.billing)
+    assert changes(client, globex, after=start).json()["changes"] == []
+    acme_cursor = changes(client, acme).json()["cursor"]
+    gone = changes(client, globex, after=acme_cursor)  # a cursor of another organization's feed
+    assert gone.status_code == 410 and "start again" in gone.json()["detail"]
+
+
+def test_a_cursor_older_than_the_feed_keeps_is_gone(client, world, app):
+    admin = world.acme_admin
+    start = changes(client, admin).json()["cursor"]
+    key = create(client, admin, name="k")
+    client.delete(f"{API}/api-keys/{key['id']}", headers=admin.billing)
+    with app.runtime.store.session() as s:
+        s.execute(update(AuditEvent).values(at=utcnow() - timedelta(seconds=app.runtime.settings.change_feed_retention
+                                                                      + 1)))
+    answer = changes(client, admin, after=start)
+    assert answer.status_code == 410 and answer.json()["status"] == 410
+    assert changes(client, admin, after="999999999").status_code == 410  # beyond the latest: not this feed
+
+
+def test_a_long_poll_answers_as_soon_as_a_change_commits(client, world):
+    admin = world.acme_admin
+    key = create(client, admin, name="k")
+    start = changes(client, admin).json()["cursor"]
+    timer = threading.Timer(0.5, lambda: client.delete(f"{API}/api-keys/{key['id']}", headers=admin.billing))
+    began = time.monotonic()
+    timer.start()
+    try:
+        answer = changes(client, admin, after=start, wait=10).json()
+    finally:
+        timer.join()
+    took = time.monotonic() - began
+    assert [(c["action"], c["key_id"]) for c in answer["changes"]] == [("key.revoked", key["id"])]
+    assert 0.4 < took < 3, took
+    began = time.monotonic()
+    assert changes(client, admin, after=answer["cursor"], wait=1).json()["changes"] == []  # nothing: waits it out
+    assert time.monotonic() - began >= 0.9
+
+
+def test_on_postgresql_a_commit_wakes_the_waits_at_once(app):
+    """LISTEN/NOTIFY, not the safety poll: a wait that would look again only after SAFETY_SECONDS returns
+    as soon as a change of its organization commits."""
+    import asyncio
+
+    import pytest
+
+    from keyhouse.changes import SAFETY_SECONDS
+    from keyhouse.store import queries
+    from tests.conftest import POSTGRES_URL, add_actor, add_organization
+
+    if not POSTGRES_URL:
+        pytest.skip("LISTEN/NOTIFY needs PostgreSQL: the PostgreSQL leg runs this")
+    org = add_organization(app, "o")
+    actor = add_actor(app, org, "a@o.test", "admin")
+    signal = app.runtime.changes
+
+    async def scenario() -> float:
+        await signal.start()
+        try:
+            await asyncio.sleep(0.3)  # the listener is connected and listening
+
+            def revoke():
+                with app.runtime.store.session() as s:
+                    row = queries.get_key(s, org, actor.key_id)
+                    queries.revoke_keys(s, [row], actor={"organization_id": org, "actor_user_id": actor.user_id,
+                                                         "actor_key_id": actor.key_id, "ip": None})
+
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            loop.call_later(0.1, lambda: loop.run_in_executor(None, revoke))
+            await signal.wait(org, timeout=10)
+            return loop.time() - began
+        finally:
+            await signal.stop()
+
+    took = asyncio.run(scenario())
+    assert took < SAFETY_SECONDS * 0.8, took
