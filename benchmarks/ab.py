@@ -37,10 +37,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="the commit to compare with (a git revision)")
     parser.add_argument("--scenario", choices=["verify", "list"], default="verify")
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--out", type=Path, help="also write the result to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="keyhouse-ab-") as tmp:
         work = Path(tmp)
@@ -66,16 +67,18 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=suite.ROOT, check=False)
     rev = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=suite.ROOT, capture_output=True,
                          text=True).stdout.strip()
-    print(f"{args.scenario}, {args.keys:,} keys, wrk -t1 -c{args.connections}, {args.rounds} x {args.seconds:g} s "
-          f"interleaved, {os.cpu_count()} cores; base = {args.base} ({rev}), head = the working tree")
+    lines = [f"{args.scenario}, {args.keys:,} keys, wrk -t1 -c{args.connections}, {args.rounds} x {args.seconds} s "
+             f"interleaved, {os.cpu_count()} cores; base = {args.base} ({rev}), head = the working tree"]
     medians = {}
     for name, measured in runs.items():
         medians[name] = statistics.median(r.rps for r in measured)
-        print(f"  {name}: {medians[name]:8.0f} req/s (rounds: {', '.join(f'{r.rps:.0f}' for r in measured)}), "
-              f"p50 {statistics.median(r.p50_ms for r in measured):.2f} ms, "
-              f"p99 {statistics.median(r.p99_ms for r in measured):.2f} ms")
-    print(f"  head / base: {medians['head'] / medians['base']:.3f}")
-
+        lines.append(f"  {name}: {medians[name]:8.0f} req/s (rounds: {', '.join(f'{r.rps:.0f}' for r in measured)}), "
+                     f"p50 {statistics.median(r.p50_ms for r in measured):.2f} ms, "
+                     f"p99 {statistics.median(r.p99_ms for r in measured):.2f} ms")
+    lines.append(f"  head / base: {medians['head'] / medians['base']:.3f}")
+    print("\n".join(lines))
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     main()

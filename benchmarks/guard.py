@@ -77,7 +77,7 @@ def wrk(url: str, script: str, seconds: float, work: Path, name: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", help="a PostgreSQL URL (a schema of its own is made); default SQLite")
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--revocations", type=int, default=100)
     args = parser.parse_args()

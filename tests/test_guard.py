@@ -262,3 +262,11 @@ def test_the_plaintext_key_is_only_ever_in_the_verify_body(platform, caplog):
                 if secret in body.decode() or secret in query.decode() or secret in str(headers)]
     assert carrying == ["/api/v1/keys/verify"]
     assert secret not in caplog.text
+
+
+def test_the_cache_given_is_the_cache_used():
+    mine = VerdictCache(1)  # empty, and so falsy: it must still be the one
+    feed = httpx.MockTransport(lambda request: httpx.Response(200, json={"cursor": "0", "changes": []}))
+    with Keyhouse("http://keyhouse.test/api/v1", "kh_gateway", cache=mine, transport=feed) as keyhouse:
+        assert keyhouse.cache is mine
+    assert AsyncKeyhouse("http://keyhouse.test/api/v1", "kh_gateway", cache=mine).cache is mine

@@ -113,7 +113,7 @@ class Keyhouse:
 
     def __init__(self, base_url: str, key: str, *, cache: VerdictCache | None = None, caching: bool = True,
                  timeout: float = 5.0, transport: httpx.BaseTransport | None = None):
-        self.cache = (cache or VerdictCache()) if caching else None
+        self.cache = (cache if cache is not None else VerdictCache()) if caching else None  # (an empty cache is falsy)
         headers = {"Authorization": f"Bearer {key}"}
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout,
                                   transport=RetryTransport(transport or httpx.HTTPTransport(), retry=_retry()))
@@ -200,7 +200,7 @@ class AsyncKeyhouse:
 
     def __init__(self, base_url: str, key: str, *, cache: VerdictCache | None = None, caching: bool = True,
                  timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None):
-        self.cache = (cache or VerdictCache()) if caching else None
+        self.cache = (cache if cache is not None else VerdictCache()) if caching else None  # (an empty cache is falsy)
         headers = {"Authorization": f"Bearer {key}"}
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout,
                                        transport=RetryTransport(transport or httpx.AsyncHTTPTransport(),
