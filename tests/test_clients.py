@@ -136,11 +136,11 @@ def test_guarding_a_platforms_own_api_through_the_generated_client(client_packag
     from keyhouse_generated.api.api_definitions import create_platform_api
     from keyhouse_generated.api.key_verification import verify_key
     from keyhouse_generated.api.keys import create_key, get_key
-    # A nullable object schema is a union to the generator: KeyCredits | None becomes KeyCreditsType0 | None.
     from keyhouse_generated.models import KeyCreated, KeyCreditsType0, KeyInput, VerifyKeyRequest
 
     from tests.test_platform_apis import DOCUMENTS
 
+    # A nullable object schema is a union to the generator: KeyCredits | None is KeyCreditsType0 | None.
     key, start = served
     admin = _client(client_package, start(), key, "Authorization", "Bearer")
     # The body's schema is a oneOf (a document, or scopes), which the generator types as Any: a dict it is.

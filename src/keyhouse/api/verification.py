@@ -69,8 +69,9 @@ async def verify_key(body: dict, token_info: dict):
         code = "FORBIDDEN"
     if code == "VALID" and not await _holds(rt, credential, every, some):
         code = "INSUFFICIENT_PERMISSIONS"
-    own = per_window(credential.verify_limit, credential.verify_window_seconds) \
-        if credential.verify_limit is not None and credential.verify_window_seconds is not None else None
+    # The key's own limit, set (as the spec requires) with its window, or the server's default per key.
+    own = None if credential.verify_limit is None else per_window(credential.verify_limit,
+                                                                  credential.verify_window_seconds or 1)
     if code == "VALID" and (exceeded := await rt.limiter.hit(credential.organization_id, credential.key_pk, own)):
         metrics.RATE_LIMITED.labels(exceeded.scope).inc()
         code, answer["rate_limit"] = "RATE_LIMITED", _standing(exceeded)
@@ -78,7 +79,7 @@ async def verify_key(body: dict, token_info: dict):
             credential.organization_id, credential.key_pk, own)) is not None:
         answer["rate_limit"] = _standing(standing)
     if code == "VALID" and credential.credits_remaining is not None:
-        cost = body.get("cost", 1)
+        cost = body["cost"]  # its default is the spec's, filled in by validation
         if cost:
             spent, answer["remaining"] = await rt.store.write(queries.spend_credits, credential, cost, now,
                                                               actor=me.actor())

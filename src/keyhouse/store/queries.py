@@ -379,7 +379,7 @@ def spend_credits(session: Session, credential: Credential, cost: int, now: date
     if left is None:  # too few left, or credits taken off the key since it was looked up (then: unlimited)
         left = session.execute(select(_keys.c.credits_remaining).where(pk)).scalar()
         return left is None, left
-    if left == 0 and cost > 0:
+    if left == 0:
         _audit(session, actor, "key.credits_exhausted", "api_key", credential.key_id)
     return True, left
 
