@@ -89,7 +89,8 @@ def _database_app() -> Starlette:
         return Response(json.dumps({"valid": True, "code": "VALID", "key_id": found[1], "organization_id": found[2],
                                     "user_id": found[3], "type": found[4], "permissions": loaded(found[5]),
                                     "expires_at": None, "name": found[8], "owner_id": found[9],
-                                    "meta": loaded(found[10])}), media_type="application/json")
+                                    "meta": loaded(found[10]), "remaining": None, "secret_valid_until": None}),
+                        media_type="application/json")
 
     return Starlette(routes=[Route("/api/v1/api-keys", list_keys),
                              Route("/api/v1/keys/verify", verify_key, methods=["POST"])])

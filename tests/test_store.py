@@ -89,3 +89,35 @@ def test_one_statement_reads_run_without_a_transaction_and_the_others_within_one
     assert one == [("SELECT", False)]  # no BEGIN before it, no transaction around it
     # SQLite's BEGIN is keyhouse's own statement; psycopg begins implicitly.
     assert several == ([("BEGIN", False)] if sqlite else []) + [("SELECT", True), ("SELECT", True)]
+
+
+def test_credentials_are_kept_between_commits_and_a_commit_anywhere_drops_them(client, world, app):
+    """On SQLite the lookups of presented keys are answered from memory while no connection has committed
+    anything (PRAGMA data_version): a second request runs no lookup, and a revocation written by anyone
+    (here: another connection, straight to the database) is seen by the very next request. PostgreSQL
+    looks a key up on every request."""
+    from sqlalchemy import create_engine, event, update
+
+    from keyhouse.store.models import ApiKey, utcnow
+
+    admin = world.acme_admin
+    keeps = app.runtime.store.engine.dialect.name == "sqlite"
+    lookups = []
+
+    def seen(_conn, _cursor, statement, *_):
+        if "FROM api_keys" in statement and "key_hash" in statement:
+            lookups.append(statement)
+
+    assert client.get("/api/v1/api-keys", headers=admin.billing).status_code == 200
+    event.listen(app.runtime.store.engine, "before_cursor_execute", seen)
+    other = create_engine(app.runtime.store.engine.url)  # another engine: another process, as far as we know
+    try:
+        assert client.get("/api/v1/api-keys", headers=admin.billing).status_code == 200
+        assert len(lookups) == (0 if keeps else 1)
+        with other.begin() as connection:
+            connection.execute(update(ApiKey).where(ApiKey.id == admin.key_id).values(revoked_at=utcnow()))
+        assert client.get("/api/v1/api-keys", headers=admin.billing).status_code == 401
+        assert len(lookups) == (1 if keeps else 2)
+    finally:
+        event.remove(app.runtime.store.engine, "before_cursor_execute", seen)
+        other.dispose()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 from contextlib import asynccontextmanager
 
 import orjson
-from connexion import AsyncApp
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.resolver import Resolver
@@ -19,6 +19,7 @@ from .auth import extractors_by_operation
 from .changes import ChangeSignal
 from .config import Settings
 from .errors import Dressing
+from .framework import SECURITY_MAP, OnceAsyncApp, middlewares
 from .middleware import Observed, RequestContext, ResponseHeaders
 from .permissions import Policy
 from .ratelimit import RateLimiter
@@ -58,7 +59,7 @@ def check_handlers(document: dict) -> None:
                            f"operationIds used twice: {doubled}; handlers serving two operations: {shared}")
 
 
-def create_app(settings: Settings | None = None) -> AsyncApp:
+def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     settings = settings or Settings.from_env()
     store = Store(settings.database_url)
     store.require_current()  # schema changes go through `keyhouse db upgrade`, never through a start
@@ -80,11 +81,11 @@ def create_app(settings: Settings | None = None) -> AsyncApp:
             await rt.changes.stop()
             rt.recorder.flush()
 
-    app = AsyncApp(__name__, specification_dir=str(spec.path().parent), lifespan=lifespan)
+    request_context = functools.partial(RequestContext, runtime=rt, base_path=spec.base_path(document))
+    app = OnceAsyncApp(__name__, specification_dir=str(spec.path().parent), lifespan=lifespan,
+                       middlewares=middlewares(request_context), security_map=SECURITY_MAP)
     # Connexion keeps (and resolves) a copy of its own: the shared document stays as it was read.
     app.add_api(copy.deepcopy(document), resolver=Resolver(function_resolver=HANDLERS.__getitem__), **API_OPTIONS)
-    app.add_middleware(RequestContext, position=MiddlewarePosition.BEFORE_SWAGGER, runtime=rt,
-                       base_path=spec.base_path(document))
     app.add_middleware(Observed, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(ResponseHeaders, position=MiddlewarePosition.BEFORE_CONTEXT)
     for exception, handler in Dressing(document).handlers():

@@ -91,7 +91,14 @@ def one_statement(query):
     return query
 
 
-@one_statement
+def cached(query):
+    """Marks a one-statement read whose answer the store may keep until anything commits (on SQLite,
+    where it can tell at once: see Store): the lookups every request makes of its credentials."""
+    query.cached = True
+    return one_statement(query)
+
+
+@cached
 def credential_by_hash(db: Session | Connection, key_hash: str) -> Credential | None:
     """The key whose current secret hashes to `key_hash`, or else the key that secret was retired from.
 
@@ -104,7 +111,7 @@ def credential_by_hash(db: Session | Connection, key_hash: str) -> Credential | 
     return Credential(*row) if row else None
 
 
-@one_statement
+@cached
 def retired_until(db: Session | Connection, key_pk: int, version: int) -> datetime | None:
     """Until when the key's secret of that version is accepted, if it was retired; None if it never was."""
     return db.execute(_RETIRED_UNTIL, {"key_pk": key_pk, "version": version}).scalar()
@@ -117,7 +124,7 @@ def rehash_keys(session: Session, rehashed: dict[int, tuple[str, str]]) -> None:
         session.execute(update(ApiKey).where(ApiKey.pk == pk, ApiKey.key_hash == old).values(key_hash=new))
 
 
-@one_statement
+@cached
 def credential_by_id(db: Session | Connection, organization_id: str, key_id: str) -> Credential | None:
     """The key with its current secret."""
     row = db.execute(_CREDENTIAL_BY_ID, {"organization_id": organization_id, "key_id": key_id}).first()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import typing as t
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -12,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from anyio import to_thread
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +26,8 @@ POOL_TIMEOUT_SECONDS = 5
 # SQLite: enough pooled connections for every thread of Starlette's pool (40), so that none is opened
 # and closed per request.
 SQLITE_POOL_SIZE = 40
+# Answers of `cached` queries kept between commits (SQLite): the credentials of this many presented keys.
+CACHED_ANSWERS = 10_000
 
 T = TypeVar("T")
 
@@ -54,6 +59,17 @@ class Store:
         # SQLite runs in this process and its readers never wait (WAL): a read costs tens of
         # microseconds, less than the hop to a worker thread. A server is a network round trip away.
         self.reads_inline = self.engine.dialect.name == "sqlite"
+        # Inline one-statement reads all run on the event loop's thread, one after another: they share
+        # one connection, kept checked out, instead of a pool checkout and checkin per read.
+        self._kept: Connection | None = None
+        # What `cached` queries answered on it, while SQLite's data_version says no other connection (this
+        # process's writers, other workers, the CLI) has committed anything since: a commit anywhere
+        # empties it before the next read, so a revocation is seen at once.
+        self._answers: OrderedDict[tuple, Any] = OrderedDict()
+        self._data_version: int | None = None
+        # An in-memory database is one connection's own: there a commit by the same connection would not
+        # move data_version, so nothing is kept.
+        self._keeps_answers = self.reads_inline and self.engine.url.database not in (None, "", ":memory:")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -90,9 +106,37 @@ class Store:
         # A plain connection, not a Session: these queries are Core statements, and a Session's
         # bookkeeping costs more than they do. Leaving the block ends the read transaction; a query
         # marked `one_statement` needs none.
-        engine = self._autocommit if getattr(query, "one_statement", False) else self.engine
-        with engine.connect() as connection:
+        one_statement = getattr(query, "one_statement", False)
+        if one_statement and self.reads_inline:
+            return self._read_kept(query, *args, **kwargs)
+        with (self._autocommit if one_statement else self.engine).connect() as connection:
             return query(connection, *args, **kwargs)
+
+    def _read_kept(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._kept is None or self._kept.invalidated or self._kept.closed:
+            self._kept = self._autocommit.connect()
+            self._data_version = None
+        try:
+            if not (self._keeps_answers and getattr(query, "cached", False)):
+                return query(self._kept, *args, **kwargs)
+            # PRAGMA data_version changes, for this connection, whenever another one commits.
+            driver = t.cast(sqlite3.Connection, self._kept.connection.dbapi_connection)
+            version = driver.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._answers.clear()
+                self._data_version = version
+            key = (query, args, tuple(kwargs.items()))
+            if key in self._answers:
+                self._answers.move_to_end(key)
+                return self._answers[key]
+            answer = self._answers[key] = query(self._kept, *args, **kwargs)
+            if len(self._answers) > CACHED_ANSWERS:
+                self._answers.popitem(last=False)
+            return answer
+        except DBAPIError as e:
+            if e.connection_invalidated:
+                self._kept = None  # a new one next time
+            raise
 
     # ------------------------------------------------------------------ schema
 
@@ -128,6 +172,9 @@ class Store:
                                   f"this keyhouse needs revision {head}. Run `keyhouse db upgrade` first.")
 
     def dispose(self) -> None:
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
         self.engine.dispose()
 
 
