@@ -136,3 +136,9 @@ def test_on_postgresql_a_commit_wakes_the_waits_at_once(app):
 
     took = asyncio.run(scenario())
     assert took < SAFETY_SECONDS * 0.8, took
+
+
+def test_a_cursor_beyond_any_id_is_gone_not_an_error(client, world):
+    """The spec admits 18 digits; the ids are smaller (PostgreSQL's integer): such a cursor is no cursor of
+    this feed, answered 410 (found by the stateful fuzz on PostgreSQL as a 500)."""
+    assert changes(client, world.acme_admin, after="999999999999999999").status_code == 410

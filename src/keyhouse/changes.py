@@ -56,18 +56,35 @@ class ChangeSignal:
         return _closing
 
     async def start(self) -> None:
-        if self._listening and self._task is None:
+        """Listen, from the running loop (an app whose lifespan ran on another loop before, as in tests
+        that serve one app from several, gets a listener of its own loop)."""
+        if not self._listening:
+            return
+        if self._task is not None and self._task.get_loop() is not asyncio.get_running_loop():
+            self._forget()
+        if self._task is None:
             self._task = asyncio.create_task(self._listen())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._task is None:
+            return
+        if self._task.get_loop() is not asyncio.get_running_loop():
+            self._forget()
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    def _forget(self) -> None:
+        """Let go of a listener on another loop: cancelled there, if that loop still runs."""
+        task, self._task = self._task, None
+        if task is not None and not task.get_loop().is_closed():
+            task.get_loop().call_soon_threadsafe(task.cancel)
 
     async def wait(self, organization_id: str, timeout: float) -> None:
-        interval = SAFETY_SECONDS if self._task is not None else POLL_SECONDS
+        listened = self._task is not None and self._task.get_loop() is asyncio.get_running_loop()
+        interval = SAFETY_SECONDS if listened else POLL_SECONDS
         event = asyncio.Event()
         waiters = self._waiters.setdefault(organization_id, set())
         waiters.add(event)

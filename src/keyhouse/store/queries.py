@@ -13,7 +13,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, cast
 
-from sqlalchemy import Connection, CursorResult, Table, Text, bindparam, delete, func, insert, null, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    CursorResult,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -612,8 +626,10 @@ CHANGES_CHANNEL = "keyhouse_changes"  # PostgreSQL's NOTIFY channel; the payload
 _events = AuditEvent.__table__
 _IN_FEED = _events.c.action.in_(sorted(FEED_ACTIONS))
 _CHANGES = (select(_events.c.id, _events.c.at, _events.c.action, _events.c.target_type, _events.c.target_id)
-            .where(_events.c.organization_id == bindparam("organization_id"), _events.c.id > bindparam("after"),
-                   _IN_FEED)
+            # A cursor may be any 18 digits (the spec's pattern): compared as a bigint, so that one beyond
+            # the id column's range finds nothing (and is gone, below) instead of failing.
+            .where(_events.c.organization_id == bindparam("organization_id"),
+                   _events.c.id > bindparam("after", type_=BigInteger), _IN_FEED)
             .order_by(_events.c.id).limit(bindparam("limit")))
 _LATEST_CHANGE = select(func.max(_events.c.id)).where(_events.c.organization_id == bindparam("organization_id"),
                                                       _IN_FEED)
