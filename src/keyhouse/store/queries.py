@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import keys
+from .. import keys, spec
 from .models import (
     ApiKey,
     Association,
@@ -618,9 +618,9 @@ def _audit(session: Session, actor: Actor, action: str, target_type: str, target
 
 # ------------------------------------------------------------------ the change feed
 
-# What may change a verdict: the audit events the change feed serves (`GET /keys/changes`).
-FEED_ACTIONS = frozenset({"key.revoked", "key.rerolled", "key.updated", "key.credits_exhausted", "api.redefined",
-                          "api.deleted"})
+# What may change a verdict: the audit events the change feed serves (`GET /keys/changes`), as its
+# contract lists them.
+FEED_ACTIONS = frozenset(spec.schema(spec.document(), "KeyChange")["properties"]["action"]["enum"])
 CHANGES_CHANNEL = "keyhouse_changes"  # PostgreSQL's NOTIFY channel; the payload is the organization's id
 
 _events = AuditEvent.__table__
