@@ -289,7 +289,9 @@ def servers_for(args, small: dict, big: dict | None) -> dict[str, Server]:
     def uvicorn(name, target, env, workers):
         return Server(name, [str(BIN / "uvicorn"), target, "--workers", str(workers)], env, workers)
 
-    db_env = {**os.environ, "KEYHOUSE_DATABASE_URL": small["url"], "KEYHOUSE_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
+    # LIMITS too: the same-work peer counts rate limits as keyhouse does, and must not refuse the load either.
+    db_env = {**os.environ, **LIMITS, "KEYHOUSE_DATABASE_URL": small["url"], "KEYHOUSE_SECRET": SECRET,
+              "PYTHONPATH": str(ROOT)}
     floor_env = db_env
     static_env = {**os.environ, "KEYHOUSE_BENCH_STATIC": str(args.work / "static.json"), "PYTHONPATH": str(ROOT)}
     servers = {
@@ -386,6 +388,9 @@ def run_suite(args) -> dict:
                 for variant in group.variants:
                     run = wrk(servers[variant], group.scenario, args.seconds, args.connections, data_of[variant],
                               args.work, round_, label=variant)
+                    if run.non_2xx or run.socket_errors:  # a server that refuses the load serves nothing comparable
+                        raise SystemExit(f"{variant} answered {run.non_2xx} non-2xx and had {run.socket_errors} "
+                                         f"socket errors in {group.title}; see {servers[variant].log}")
                     group.runs.append(run)
                     print(f"  round {round_ + 1}: {group.title}: {variant}: {run.rps:,.0f} req/s, "
                           f"p99 {run.p99_ms:.1f} ms", file=sys.stderr, flush=True)
