@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import keys, spec
+from .. import credits, keys, spec
 from .models import (
     ApiKey,
     Association,
@@ -389,8 +389,11 @@ def spend_credits(session: Session, credential: Credential, cost: int, now: date
     twice nor refill twice: PostgreSQL re-checks a condition on the row it waited for, SQLite runs one
     writer at a time. Spending the last credit records `key.credits_exhausted`."""
     pk, keys_table = _keys.c.pk == credential.key_pk, cast(Table, _keys)
-    if credential.credits_refill_seconds is not None and credential.credits_refilled_at is not None:
-        due_before = now - timedelta(seconds=credential.credits_refill_seconds)
+    # Asked of what the lookup read first (keyhouse.credits, the one statement of the rule), so that a spend
+    # with no refill due runs one statement; a stale read only ever sees an older refill, never a newer one.
+    if credits.refill_due(credential.credits_refill_amount, credential.credits_refill_seconds,
+                          credential.credits_refilled_at, now):
+        due_before = now - timedelta(seconds=credential.credits_refill_seconds or 0)
         session.execute(update(keys_table).where(pk, _keys.c.credits_refilled_at <= due_before,
                                             _keys.c.credits_refill_amount.is_not(None))
                         .values(credits_remaining=_keys.c.credits_refill_amount, credits_refilled_at=now))
