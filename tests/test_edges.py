@@ -325,3 +325,13 @@ def test_a_member_learns_no_more_from_an_admins_key_id_than_from_an_unknown_one(
     assert admins.json() == nobodys.json()
     assert_documented(op, admins)
     assert victim.snapshot(owner=victim.admin.user_id) == before
+
+
+def test_times_are_written_in_utc_whatever_zone_they_come_in():
+    from datetime import UTC, datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from keyhouse.api.common import iso_offset, iso_z
+    moment = datetime(2026, 12, 1, 10, 0, 5, 999_999, tzinfo=UTC)
+    for same in (moment, moment.astimezone(timezone(timedelta(hours=-5))), moment.astimezone(ZoneInfo("Asia/Tokyo"))):
+        assert (iso_z(same), iso_offset(same)) == ("2026-12-01T10:00:05Z", "2026-12-01T10:00:05+00:00")
