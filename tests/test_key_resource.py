@@ -81,3 +81,57 @@ def test_a_key_never_holds_more_than_its_creator(client, world):
     assert wider.status_code == 403 and "more than its creator holds" in wider.json()["detail"]
     default = client.post(f"{API}/keys", json={"name": "default"}, headers=as_narrow)
     assert default.status_code == 201 and default.json()["permissions"] == ["createKey", "verifyKey"]
+
+
+def test_a_revoked_key_is_refused_at_once_and_members_revoke_only_their_own(client, world):
+    admin, member = world.acme_admin, world.acme_member
+    key = create(client, admin, name="to revoke")
+    theirs = create(client, admin, name="the admin's")
+    # A member's view: the admin's key does not exist for it; another organization's neither.
+    assert client.delete(f"{API}/keys/{theirs['id']}", headers=member.bearer).status_code == 404
+    assert client.delete(f"{API}/keys/{key['id']}", headers=world.globex_admin.bearer).status_code == 404
+    revoked = client.delete(f"{API}/keys/{key['id']}", headers=admin.bearer)
+    assert (revoked.status_code, revoked.content) == (204, b"")
+    assert verify(client, admin, key["key"])["code"] == "REVOKED"
+    assert client.get(f"{API}/keys", headers={"Authorization": f"Bearer {key['key']}"}).status_code == 401
+    assert client.delete(f"{API}/keys/{key['id']}", headers=admin.bearer).status_code == 404
+    assert client.get(f"{API}/keys/{theirs['id']}", headers=admin.bearer).status_code == 200
+    changes = client.get(f"{API}/keys/changes", params={"after": 0}, headers=admin.bearer).json()["changes"]
+    assert [(c["action"], c["key_id"]) for c in changes] == [("key.revoked", key["id"])]
+
+
+def test_a_search_finds_keys_by_any_part_of_their_name_or_id_ignoring_case(client, world):
+    admin, member = world.acme_admin, world.acme_member
+    checkout = create(client, admin, name="Checkout PRODUCTION")
+    create(client, admin, name="billing 100%_done")
+    create(client, member, name="checkout of the member")
+
+    def found(search, actor=admin):
+        page = client.get(f"{API}/keys", params={"search": search}, headers=actor.bearer)
+        assert page.status_code == 200, page.text
+        return sorted(k["name"] for k in page.json()), page.headers["Pagination-Total"]
+
+    assert found("checkout") == (["Checkout PRODUCTION", "checkout of the member"], "2")
+    assert found("CHECKOUT", member) == (["checkout of the member"], "1")
+    assert found(checkout["id"][4:12].upper()) == (["Checkout PRODUCTION"], "1")
+    assert found("0%_") == (["billing 100%_done"], "1")  # wildcards are text
+    assert found("%") == (["billing 100%_done"], "1")
+    assert found("nothing like it") == ([], "0")
+    assert client.get(f"{API}/keys", params={"search": ""}, headers=admin.bearer).status_code == 400
+
+
+def test_the_trail_is_filtered_by_action_and_by_what_it_is_about(client, world):
+    admin = world.acme_admin
+    one, two = create(client, admin, name="one"), create(client, admin, name="two")
+    assert client.patch(f"{API}/keys/{one['id']}", json={"name": "one again"}, headers=admin.bearer).status_code == 200
+    assert client.delete(f"{API}/keys/{two['id']}", headers=admin.bearer).status_code == 204
+
+    def trail(**params):
+        page = client.get(f"{API}/audit/events", params=params, headers=admin.bearer)
+        assert page.status_code == 200, page.text
+        return [(e["action"], e["target_id"]) for e in page.json()], page.headers["Pagination-Total"]
+
+    assert trail(target_id=one["id"]) == ([("key.updated", one["id"]), ("key.created", one["id"])], "2")
+    assert trail(action="key.revoked,key.updated") == ([("key.revoked", two["id"]), ("key.updated", one["id"])], "2")
+    assert trail(action="key.created", target_id=two["id"]) == ([("key.created", two["id"])], "1")
+    assert client.get(f"{API}/audit/events", params={"action": "key.exploded"}, headers=admin.bearer).status_code == 400

@@ -18,6 +18,7 @@ from .api import HANDLERS
 from .auth import extractors_by_operation
 from .changes import ChangeSignal
 from .config import Settings
+from .console import Console
 from .errors import Dressing
 from .framework import SECURITY_MAP, OnceAsyncApp, middlewares
 from .middleware import Observed, RequestContext, ResponseHeaders
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
 
     request_context = functools.partial(RequestContext, runtime=rt, base_path=spec.base_path(document))
     app = OnceAsyncApp(__name__, specification_dir=str(spec.path().parent), lifespan=lifespan,
-                       middlewares=middlewares(request_context), security_map=SECURITY_MAP)
+                       middlewares=middlewares(request_context, Console), security_map=SECURITY_MAP)
     # Connexion keeps (and resolves) a copy of its own: the shared document stays as it was read.
     app.add_api(copy.deepcopy(document), resolver=Resolver(function_resolver=HANDLERS.__getitem__), **API_OPTIONS)
     app.add_middleware(Observed, position=MiddlewarePosition.BEFORE_EXCEPTION)

@@ -174,21 +174,13 @@ async def _resolve(scope, headers):
     if not presented:
         return NO_VALUE
     ip = client_ip(scope)
-    if ip is not None and (refusing := await rt.limiter.refusing(ip)) is not None:
-        metrics.RATE_LIMITED.labels(refusing.scope).inc()
-        raise ApiError("rate_limited", f"Too many refused credentials from this address; retry in "
-                       f"{refusing.retry_after} s.", headers=refusing.headers())
+    await _not_refusing(rt, ip)
     principals = []
     for kind, credential in dict.fromkeys(presented):
         try:
             principals.append(await (_from_jwt if kind == "jwt" else _from_key)(rt, credential, ip))
         except Refused as refused:
-            metrics.AUTH_FAILURES.labels(refused.reason).inc()
-            if ip is not None and refused.kind == "unauthorized":
-                await rt.limiter.refused(ip)
-            rt.recorder.auth_failed(organization_id=refused.organization_id, actor_key_id=refused.key_id,
-                                    ip=ip, detail=refused.reason, target_id=operation_id)
-            raise ApiError(refused.kind, refused.message) from None
+            raise await _refusal(rt, refused, ip, operation_id) from None
     first = principals[0]
     if not rt.policy.allows(list(first.permissions), first.key_type, operation_id):
         metrics.AUTH_FAILURES.labels("operation not permitted").inc()
@@ -203,6 +195,47 @@ async def _resolve(scope, headers):
     for p in principals:
         rt.recorder.used(p.key_pk, utcnow())
     return {"sub": first.user_id, "principal": first}
+
+
+async def _not_refusing(rt: runtime.Runtime, ip: str | None) -> None:
+    """429 for an address that has presented too many refused credentials of late."""
+    if ip is not None and (refusing := await rt.limiter.refusing(ip)) is not None:
+        metrics.RATE_LIMITED.labels(refusing.scope).inc()
+        raise ApiError("rate_limited", f"Too many refused credentials from this address; retry in "
+                       f"{refusing.retry_after} s.", headers=refusing.headers())
+
+
+async def _refusal(rt: runtime.Runtime, refused: Refused, ip: str | None, target: str) -> ApiError:
+    """A refused credential counted (against its address too, when it is unknown or dead) and recorded for
+    the audit trail; the error to answer."""
+    metrics.AUTH_FAILURES.labels(refused.reason).inc()
+    if ip is not None and refused.kind == "unauthorized":
+        await rt.limiter.refused(ip)
+    rt.recorder.auth_failed(organization_id=refused.organization_id, actor_key_id=refused.key_id,
+                            ip=ip, detail=refused.reason, target_id=target)
+    return ApiError(refused.kind, refused.message)
+
+
+# ------------------------------------------------------------------ people, in the console
+
+async def sign_in(rt: runtime.Runtime, presented: str, ip: str | None) -> Principal:
+    """The principal of the key a person signs in to the console with: refused as a request presenting
+    it would be, and counted and recorded alike (keyhouse.console turns the principal into a session)."""
+    await _not_refusing(rt, ip)
+    try:
+        return await _from_key(rt, presented, ip)
+    except Refused as refused:
+        raise await _refusal(rt, refused, ip, "console.sign_in") from None
+
+
+async def signed_in(rt: runtime.Runtime, organization_id: str, key_id: str, secret_version: int,
+                    permissions: list[str], ip: str | None, target: str) -> Principal:
+    """The principal of a console session, as of now: like a token's, it dies with its key and with the
+    secret it was signed in with (past a reroll's grace), and holds no more than the key holds now."""
+    try:
+        return await _as_of_now(rt, organization_id, key_id, secret_version, permissions, ip, "session")
+    except Refused as refused:
+        raise await _refusal(rt, refused, ip, target) from None
 
 
 # ------------------------------------------------------------------ checking one credential
@@ -350,14 +383,21 @@ async def _from_jwt(rt: runtime.Runtime, token: str, ip: str | None) -> Principa
         raise Refused("token expired", "The supplied token has expired.") from None
     except jwt.PyJWTError:
         raise Refused("bad token", "The supplied token is invalid.") from None
-    # A token dies with its key, and with the secret it was made from: the key is looked up again, its
-    # permissions bound the token's, and a secret rerolled away since counts only inside its grace window.
-    credential = await rt.store.read(queries.credential_by_id, str(claims["org"]), str(claims["kid"]))
-    if credential is not None and claims["ver"] != credential.secret_version:
-        credential = await _retired(rt, credential, claims["ver"])
-    state = verdict(credential, utcnow())
-    if state != "VALID":
-        raise Refused("token of a " + state.lower().replace("_", " ") + " key", _MESSAGES[state],
-                      organization_id=claims["org"], key_id=claims["kid"])
     perms = claims["perms"] if isinstance(claims["perms"], list) else []
-    return _principal(credential, ip, permissions=[str(p) for p in perms])
+    return await _as_of_now(rt, str(claims["org"]), str(claims["kid"]), claims["ver"], [str(p) for p in perms],
+                            ip, "token")
+
+
+async def _as_of_now(rt: runtime.Runtime, organization_id: str, key_id: str, version, permissions: list[str],
+                     ip: str | None, what: str) -> Principal:
+    # A token (or a console session) dies with its key, and with the secret it was made from: the key is
+    # looked up again, its permissions bound the token's, and a secret rerolled away since counts only
+    # inside its grace window.
+    credential = await rt.store.read(queries.credential_by_id, organization_id, key_id)
+    if credential is not None and version != credential.secret_version:
+        credential = await _retired(rt, credential, version)
+    state = verdict(credential, utcnow())
+    if credential is None or state != "VALID":
+        raise Refused(f"{what} of a " + state.lower().replace("_", " ") + " key", _MESSAGES[state],
+                      organization_id=organization_id, key_id=key_id)
+    return _principal(credential, ip, permissions=permissions)

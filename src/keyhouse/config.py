@@ -29,6 +29,8 @@ class Settings:
     previous_secrets: tuple[bytes, ...] = ()
     # How far back the change feed serves (seconds): a cursor older than that answers 410.
     change_feed_retention: int = 3600
+    # How long a console session lasts after signing in (seconds), whatever is done in it.
+    console_session_seconds: int = 8 * 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,6 +44,7 @@ class Settings:
             refused_credential_limit=os.environ.get("KEYHOUSE_REFUSED_CREDENTIAL_LIMIT", "100/minute"),
             previous_secrets=tuple(v.encode() for v in os.environ.get("KEYHOUSE_PREVIOUS_SECRET", "").split(",") if v),
             change_feed_retention=int(os.environ.get("KEYHOUSE_CHANGE_FEED_RETENTION", 3600)),
+            console_session_seconds=int(os.environ.get("KEYHOUSE_CONSOLE_SESSION_SECONDS", 8 * 3600)),
         )
 
 
@@ -78,6 +81,7 @@ ENVIRONMENT = [
     ("KEYHOUSE_REFUSED_CREDENTIAL_LIMIT", "100/minute", "refused credentials per client address before 429"),
     ("KEYHOUSE_REDIS_URL", "", "Redis for rate limits shared by every worker and server (redis://host:6379)"),
     ("KEYHOUSE_CHANGE_FEED_RETENTION", "3600", "seconds of changes GET /keys/changes serves (410 for older cursors)"),
+    ("KEYHOUSE_CONSOLE_SESSION_SECONDS", "28800", "how long a console session lasts after signing in"),
     ("KEYHOUSE_WORKERS", "1", "worker processes of `keyhouse serve` (--workers)"),
     ("KEYHOUSE_FORWARDED_ALLOW_IPS", "", "proxies whose X-Forwarded-For is trusted (--forwarded-allow-ips)"),
     ("KEYHOUSE_LOG_LEVEL", "info", "lowest level of the JSON log lines (--log-level)"),

@@ -64,6 +64,7 @@ HANDLERS: dict[str, Callable] = {
     "createKey": keys.create_key,
     "getKey": keys.get_key,
     "updateKey": keys.update_key,
+    "revokeKey": keys.revoke_key,
     "verifyKey": verification.verify_key,
     "listKeyChanges": key_changes.list_key_changes,
     "rerollKey": rotation.reroll_key,

@@ -15,10 +15,11 @@ def _event(row: AuditEvent) -> dict:
             "ip": row.ip, "detail": row.detail}
 
 
-def list_audit_events(token_info: dict, limit: int, offset: int):
+def list_audit_events(token_info: dict, limit: int, offset: int, action: list[str] | None = None,
+                      target_id: str | None = None):
     me = principal(token_info)
     only_admins(me)
     with reading() as s:
-        total, rows = queries.page_events(s, me.organization_id, limit, offset)
+        total, rows = queries.page_events(s, me.organization_id, limit, offset, actions=action, target_id=target_id)
         page = [_event(row) for row in rows]
     return page, 200, paging_headers(total, limit, offset)

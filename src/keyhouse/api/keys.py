@@ -73,11 +73,11 @@ def _moment(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None  # the spec checked it is RFC 3339
 
 
-def list_keys(token_info: dict, limit: int, offset: int, owner_id: str | None = None):
+def list_keys(token_info: dict, limit: int, offset: int, owner_id: str | None = None, search: str | None = None):
     me = principal(token_info)
     with reading() as s:
         total, rows = queries.page_owned_keys(s, me.organization_id, user_id=None if me.is_admin else me.user_id,
-                                              owner_id=owner_id, limit=limit, offset=offset)
+                                              owner_id=owner_id, search=search, limit=limit, offset=offset)
         page = [_key(row) for row in rows]
     return page, 200, paging_headers(total, limit, offset)
 
@@ -116,3 +116,10 @@ def update_key(key_id: str, body: dict, token_info: dict):
         fields.update(_limits(body))
         queries.update_key(s, row, actor=me.actor(), **fields)
         return _key(row), 200
+
+
+def revoke_key(key_id: str, token_info: dict):
+    me = principal(token_info)
+    with session() as s:
+        queries.revoke_keys(s, [visible_key(s, me, key_id, for_update=True)], actor=me.actor())
+    return None, 204

@@ -203,9 +203,31 @@ class PlatformApi(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class ConsoleSession(Base):
+    """A person signed in to the console (keyhouse.console) with a key. The browser holds the session's
+    token and nothing else; only the token's SHA-256 is kept here, so this table alone signs no one in.
+    Like a token, a session acts as its key did at sign-in (its secret's `secret_version`), bounded by
+    what the key may do now: it ends at `expires_at`, at sign-out, or when its key stops being valid."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_pk: Mapped[int] = mapped_column(ForeignKey("api_keys.pk", ondelete="CASCADE"), index=True)
+    organization_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[str] = mapped_column(String(36))
+    key_id: Mapped[str] = mapped_column(String(50))
+    role: Mapped[str] = mapped_column(String(16))
+    secret_version: Mapped[int] = mapped_column(Integer)
+    permissions: Mapped[list] = mapped_column(JSON)
+    csrf_token: Mapped[str] = mapped_column(String(64))  # asked of every form the session posts
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
 class AuditEvent(Base):
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_org_id", "organization_id", "id"),)
+    __table_args__ = (Index("ix_audit_org_id", "organization_id", "id"),
+                      Index("ix_audit_org_target", "organization_id", "target_id", "id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     # Null for a failed authentication whose key is unknown: no organization to show it to.

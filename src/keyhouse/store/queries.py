@@ -36,6 +36,7 @@ from .models import (
     ApiKey,
     Association,
     AuditEvent,
+    ConsoleSession,
     Organization,
     PlatformApi,
     RetiredSecret,
@@ -284,14 +285,19 @@ def get_key(session: Session, organization_id: str, key_id: str, *, include_revo
 
 
 def page_owned_keys(session: Session, organization_id: str, *, user_id: str | None, owner_id: str | None,
-                    limit: int, offset: int) -> tuple[int, Sequence[ApiKey]]:
+                    limit: int, offset: int, search: str | None = None) -> tuple[int, Sequence[ApiKey]]:
     """(total, one page) of the organization's live keys, newest first: of one user (a member's own), of one
-    owner (keyhouse's `owner_id`), or all of them."""
+    owner (keyhouse's `owner_id`), or all of them; with `search`, those whose name or id contains it,
+    ignoring case (the folded forms, wildcards in it taken literally)."""
     where = [ApiKey.organization_id == organization_id, ApiKey.revoked_at.is_(None)]
     if user_id is not None:
         where.append(ApiKey.user_id == user_id)
     if owner_id is not None:
         where.append(ApiKey.owner_id == owner_id)
+    if search is not None:
+        folded = fold(search)
+        where.append(or_(ApiKey.description_folded.contains(folded, autoescape=True),
+                         ApiKey.id_folded.contains(folded, autoescape=True)))
     total = session.scalar(select(func.count()).select_from(ApiKey).where(*where)) or 0
     rows = session.scalars(select(ApiKey).where(*where).order_by(ApiKey.created_at.desc(), ApiKey.pk.desc())
                            .limit(limit).offset(offset)).all() if limit else []
@@ -596,6 +602,34 @@ def _update(session: Session, row: ApiKey | Ruleset | PlatformApi, fields: dict)
     session.flush()
 
 
+# ------------------------------------------------------------------ the console's sessions
+
+def start_console_session(session: Session, token_hash: str, csrf_token: str, *, actor: dict, key_pk: int,
+                          key_id: str, role: str, secret_version: int, permissions: list,
+                          expires_at: datetime) -> None:
+    """A person signed in with a key (`actor` is that key). Sessions past their end are swept here."""
+    now = utcnow()
+    session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
+    session.add(ConsoleSession(token_hash=token_hash, key_pk=key_pk, organization_id=actor["organization_id"],
+                               user_id=actor["actor_user_id"], key_id=key_id, role=role,
+                               secret_version=secret_version, permissions=permissions, csrf_token=csrf_token,
+                               created_at=now, expires_at=expires_at))
+    _audit(session, actor, "console.signed_in", "api_key", key_id)
+
+
+def console_session(db: Session, token_hash: str) -> ConsoleSession | None:
+    """The session of a token, while it lasts."""
+    return db.scalars(select(ConsoleSession).where(ConsoleSession.token_hash == token_hash,
+                                                   ConsoleSession.expires_at > utcnow())).one_or_none()
+
+
+def end_console_session(session: Session, token_hash: str, *, actor: Actor) -> None:
+    """A session ended: signed out (`actor`, recorded), or found dead with its key (None, not recorded)."""
+    ended = cast(CursorResult, session.execute(delete(ConsoleSession).where(ConsoleSession.token_hash == token_hash)))
+    if ended.rowcount and actor is not None:
+        _audit(session, actor, "console.signed_out", "api_key", actor["actor_key_id"])
+
+
 def token_issued(session: Session, *, actor: Actor, key_id: str) -> None:
     """A token was made from a key: nothing is stored but the trail's event."""
     _audit(session, actor, "token.issued", "api_key", key_id)
@@ -665,10 +699,16 @@ def insert_events(session: Session, events: Sequence[dict]) -> None:
         session.add_all(AuditEvent(**event) for event in events)
 
 
-def page_events(session: Session, organization_id: str, limit: int, offset: int) -> tuple[int, Sequence[AuditEvent]]:
-    where = AuditEvent.organization_id == organization_id
-    total = session.scalar(select(func.count()).select_from(AuditEvent).where(where))
+def page_events(session: Session, organization_id: str, limit: int, offset: int, *,
+                actions: Sequence[str] | None = None, target_id: str | None = None) -> tuple[int, Sequence[AuditEvent]]:
+    """(total, one page) of the organization's audit trail, newest first, of some actions or one target."""
+    where = [AuditEvent.organization_id == organization_id]
+    if actions:
+        where.append(AuditEvent.action.in_(actions))
+    if target_id is not None:
+        where.append(AuditEvent.target_id == target_id)
+    total = session.scalar(select(func.count()).select_from(AuditEvent).where(*where))
     rows = session.scalars(
-        select(AuditEvent).where(where).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)
+        select(AuditEvent).where(*where).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)
     ).all() if limit else []
     return total or 0, rows

@@ -1,0 +1,86 @@
+"""The console acts through the operations: each page calls the handler of an operationId of the spec, as
+the signed-in key, after the checks a request to that operation gets on its way in (the key may call it,
+its rate limit, the request body against the operation's schema). So a page can never do what the API
+would refuse, and no rule of keyhouse lives here a second time."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import typing as t
+
+from connexion.json_schema import resolve_refs
+from starlette.concurrency import run_in_threadpool
+
+from .. import metrics, runtime, spec
+from ..api import HANDLERS
+from ..auth import Principal
+from ..errors import ApiError
+from ..store.models import utcnow
+from ..validation import compiled, validated
+
+
+@functools.cache
+def _operations() -> dict[str, dict]:
+    """operationId -> its operation object, with every `$ref` resolved (read once)."""
+    resolved = resolve_refs(copy.deepcopy(spec.document()))
+    return {operation["operationId"]: operation for _, _, operation in spec.operations(resolved)}
+
+
+def body_schema(operation_id: str) -> dict:
+    return _operations()[operation_id]["requestBody"]["content"]["application/json"]["schema"]
+
+
+def parameter_schema(operation_id: str, name: str) -> dict:
+    return next(p["schema"] for p in _operations()[operation_id].get("parameters", []) if p["name"] == name)
+
+
+def valid_parameter(operation_id: str, name: str, value: t.Any) -> bool:
+    """Whether `value` is one the operation's parameter `name` takes (for what the console reads off its URLs)."""
+    try:
+        compiled(parameter_schema(operation_id, name))(value)
+    except Exception:  # noqa: BLE001 - fastjsonschema's refusal: the value is not one it takes
+        return False
+    return True
+
+
+class Acting:
+    """A signed-in person's key, calling operations."""
+
+    def __init__(self, me: Principal):
+        self.me = me
+
+    def may(self, operation_id: str) -> bool:
+        """Whether the key may call the operation (the pages show only what it may)."""
+        return runtime.current().policy.allows(list(self.me.permissions), self.me.key_type, operation_id)
+
+    async def call(self, operation_id: str, *, body: dict | None = None, **parameters: t.Any) -> t.Any:
+        """What the operation's handler answers (its body), as keyhouse.auth lets a request reach it."""
+        answer = await self._answer(operation_id, body, parameters)
+        return answer[0] if isinstance(answer, tuple) else answer
+
+    async def call_paged(self, operation_id: str, **parameters: t.Any) -> tuple[list, int]:
+        """A page of a paged operation, and the size of the whole collection (its `Pagination-Total`)."""
+        page, _status, headers = await self._answer(operation_id, None, parameters)
+        return page, int(headers["Pagination-Total"])
+
+    async def _answer(self, operation_id: str, body: dict | None, parameters: dict) -> t.Any:
+        rt = runtime.current()
+        if not self.may(operation_id):
+            metrics.AUTH_FAILURES.labels("operation not permitted").inc()
+            raise ApiError("forbidden", f"This key is not permitted to call {operation_id}.")
+        if (exceeded := await rt.limiter.hit(self.me.organization_id, self.me.key_pk)) is not None:
+            metrics.RATE_LIMITED.labels(exceeded.scope).inc()
+            raise ApiError("rate_limited", f"Rate limit of {exceeded.limit} requests exceeded; retry in "
+                           f"{exceeded.retry_after} s.", headers=exceeded.headers())
+        if body is not None:
+            parameters["body"] = validated(body_schema(operation_id), body)
+        handler = HANDLERS[operation_id]
+        token_info = {"sub": self.me.user_id, "principal": self.me}
+        if inspect.iscoroutinefunction(handler):
+            answer = await handler(**parameters, token_info=token_info)
+        else:  # as Connexion runs a plain function: off the event loop
+            answer = await run_in_threadpool(handler, **parameters, token_info=token_info)
+        rt.recorder.used(self.me.key_pk, utcnow())
+        return answer

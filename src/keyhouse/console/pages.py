@@ -1,0 +1,299 @@
+"""The console's pages: one function per page or form, each acting through an operation (console.acting).
+
+A page that fails shows why in place, with the status the API would have answered. A POST is answered
+with a redirect to the page that shows its outcome (so reloading repeats nothing), except the two that
+reveal a secret: creating a key and rerolling one answer the page with the secret itself, once; no
+later page has it.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing as t
+from datetime import timedelta
+from urllib.parse import quote, urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from .. import runtime, spec
+from ..errors import STATUS, ApiError
+from ..store.models import utcnow
+from . import sessions
+from .acting import Acting, valid_parameter
+from .rendering import render
+
+PAGE_SIZE = 25
+EXPIRY_PRESETS = {"never": None, "1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30),
+                  "90d": timedelta(days=90), "365d": timedelta(days=365)}
+GRACE_CHOICES = {"0": "none: the old secret stops now", "3600": "1 hour", "86400": "24 hours",
+                 "604800": "7 days"}
+AUDIT_ACTIONS = spec.schema(spec.document(), "AuditAction")["enum"]
+
+
+def _see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def signed(page: t.Callable) -> t.Callable:
+    """A page for the signed in: others are sent to sign in. A POST must come from the console's own
+    pages and carry the session's CSRF token, or it changes nothing (403)."""
+
+    @functools.wraps(page)
+    async def checked(request: Request) -> Response:
+        session = await sessions.current_session(request)
+        if session is None:
+            return _see_other("/console/sign-in?" + urlencode({"next": request.url.path}))
+        if request.method == "POST":
+            form = await request.form()
+            if not sessions.same_origin(request) or not sessions.csrf_ok(session, form.get("csrf")):
+                return render(request, "refused.html", {"session": session}, status=403)
+        return await page(request, session)
+
+    return checked
+
+
+def _failed(request: Request, session, error: ApiError, template: str = "refused.html", **context) -> Response:
+    return render(request, template, {"session": session, "error": error, **context}, status=STATUS[error.kind],
+                  headers=error.headers)
+
+
+def _page_number(request: Request) -> int:
+    raw = request.query_params.get("page", "1")
+    return int(raw) if raw.isdigit() and 0 < len(raw) < 7 and int(raw) > 0 else 1
+
+
+# ------------------------------------------------------------------ signing in and out
+
+def _lifetime() -> str:
+    seconds = runtime.current().settings.console_session_seconds
+    return f"{seconds // 3600} hours" if seconds >= 7200 else f"{max(1, seconds // 60)} minutes"
+
+
+async def sign_in_form(request: Request) -> Response:
+    return render(request, "sign_in.html", {"next": _next(request.query_params.get("next")), "lifetime": _lifetime()})
+
+
+async def sign_in(request: Request) -> Response:
+    form = await request.form()
+    target = _next(form.get("next"))
+    if not sessions.same_origin(request):
+        return render(request, "sign_in.html", {"next": target, "error": "Sign in from the console's own page.",
+                                                "lifetime": _lifetime()}, status=403)
+    response = _see_other(target)
+    presented = form.get("key")
+    try:
+        if not isinstance(presented, str) or not presented.strip():
+            raise ApiError("unauthorized", "Paste an API key to sign in.")
+        await sessions.open_session(request, presented.strip(), response)
+    except ApiError as refused:
+        return render(request, "sign_in.html", {"next": target, "error": refused.detail, "lifetime": _lifetime()},
+                      status=STATUS[refused.kind], headers=refused.headers)
+    return response
+
+
+def _next(value: object) -> str:
+    """Where to go after signing in: a page of the console, never another site."""
+    if isinstance(value, str) and value.startswith("/console/") and not value.startswith("/console//") \
+            and "\\" not in value and value != "/console/sign-in":
+        return value
+    return "/console/keys"
+
+
+@signed
+async def sign_out(request: Request, session) -> Response:
+    response = _see_other("/console/sign-in?signed_out=1")
+    sessions.close_session(session, response)
+    return response
+
+
+# ------------------------------------------------------------------ keys
+
+@signed
+async def keys(request: Request, session) -> Response:
+    acting, page = Acting(session.me), _page_number(request)
+    search = request.query_params.get("q", "").strip() or None
+    context: dict = {"session": session, "q": search or "", "page": page, "acting": acting,
+                     "notice": request.query_params.get("notice")}
+    if search is not None and not valid_parameter("listKeys", "search", search):
+        return _failed(request, session, ApiError("invalid_parameter", "Search for at most 128 characters."),
+                       "keys.html", keys=[], total=0, **{k: v for k, v in context.items() if k != "session"})
+    try:
+        found = await acting.call_paged("listKeys", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, search=search)
+    except ApiError as e:
+        return _failed(request, session, e, "keys.html", keys=[], total=0,
+                       **{k: v for k, v in context.items() if k != "session"})
+    rows, total = found
+    return render(request, "keys.html", {**context, "keys": rows, "total": total, "pages": max(1, -(-total // PAGE_SIZE)),
+                                         "query": urlencode({"q": search}) if search else ""})
+
+
+async def _permission_choices(acting: Acting) -> list[tuple[str, list[str]]]:
+    """The permissions the picker offers, grouped: keyhouse's operations the key holds, then each of the
+    organization's APIs' (for those who may list them)."""
+    policy = runtime.current().policy
+    held = sorted(op for op in policy.expand(list(acting.me.permissions)) if op in policy.operations)
+    groups = [("keyhouse", held)]
+    if acting.may("listPlatformApis") and acting.me.is_admin:
+        for api in await acting.call("listPlatformApis"):
+            groups.append((api["name"], [f"{api['name']}:{p['name'] if isinstance(p, dict) else p}"
+                                         for p in api["permissions"]]))
+    return groups
+
+
+@signed
+async def new_key(request: Request, session) -> Response:
+    acting = Acting(session.me)
+    return render(request, "new_key.html", {"session": session, "form": {}, "expiry": EXPIRY_PRESETS,
+                                            "choices": await _permission_choices(acting)})
+
+
+def _lines(text: object) -> list[str] | None:
+    values = [line.strip() for line in str(text or "").replace(",", "\n").splitlines() if line.strip()]
+    return values or None
+
+
+def _expires(preset: object) -> str | None:
+    delta = EXPIRY_PRESETS.get(str(preset))
+    return None if delta is None else (utcnow() + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@signed
+async def create_key(request: Request, session) -> Response:
+    form, acting = await request.form(), Acting(session.me)
+    body: dict = {"name": str(form.get("name", "")).strip(), "type": str(form.get("type", "secret"))}
+    if form.get("owner_id"):
+        body["owner_id"] = str(form["owner_id"]).strip()
+    if permissions := form.getlist("permissions"):
+        body["permissions"] = [str(p) for p in permissions]
+    if expires := _expires(form.get("expiry")):
+        body["expires_at"] = expires
+    if ips := _lines(form.get("allowed_ips")):
+        body["allowed_ips"] = ips
+    try:
+        created = await acting.call("createKey", body=body)
+    except ApiError as e:
+        return _failed(request, session, e, "new_key.html", form=dict(form), expiry=EXPIRY_PRESETS,
+                       choices=await _permission_choices(acting), picked=set(body.get("permissions", [])))
+    return render(request, "revealed.html", {"session": session, "key": created, "secret": created["key"],
+                                             "what": "created"}, status=201)
+
+
+@signed
+async def key(request: Request, session) -> Response:
+    acting, key_id = Acting(session.me), request.path_params["key_id"]
+    try:
+        shown = await acting.call("getKey", key_id=key_id)
+        trail = await acting.call("listAuditEvents", limit=10, offset=0, target_id=key_id) \
+            if acting.me.is_admin and acting.may("listAuditEvents") else None
+        choices = await _permission_choices(acting)
+    except ApiError as e:
+        return _failed(request, session, e)
+    return render(request, "key.html", {"session": session, "key": shown, "trail": trail, "acting": acting,
+                                        "choices": choices, "expiry": EXPIRY_PRESETS, "grace": GRACE_CHOICES,
+                                        "notice": request.query_params.get("notice")})
+
+
+@signed
+async def update_key(request: Request, session) -> Response:
+    form, acting, key_id = await request.form(), Acting(session.me), request.path_params["key_id"]
+    body: dict = {"name": str(form.get("name", "")).strip(),
+                  "owner_id": str(form.get("owner_id", "")).strip() or None,
+                  "permissions": [str(p) for p in form.getlist("permissions")],
+                  "allowed_ips": _lines(form.get("allowed_ips"))}
+    if (preset := str(form.get("expiry", "keep"))) != "keep":
+        body["expires_at"] = _expires(preset)
+    try:
+        await acting.call("updateKey", key_id=key_id, body=body)
+    except ApiError as e:
+        return await _key_failed(request, session, acting, key_id, e)
+    return _see_other(f"/console/keys/{quote(key_id, safe='')}?notice=saved")
+
+
+async def _key_failed(request: Request, session, acting: Acting, key_id: str, error: ApiError) -> Response:
+    """The key's page again, with the error beside the form that caused it (or alone, if the key is gone)."""
+    try:
+        shown = await acting.call("getKey", key_id=key_id)
+        choices = await _permission_choices(acting)
+    except ApiError as gone:
+        return _failed(request, session, gone)
+    return _failed(request, session, error, "key.html", key=shown, trail=None, acting=acting, choices=choices,
+                   expiry=EXPIRY_PRESETS, grace=GRACE_CHOICES, notice=None)
+
+
+@signed
+async def reroll_key(request: Request, session) -> Response:
+    form, acting, key_id = await request.form(), Acting(session.me), request.path_params["key_id"]
+    grace = str(form.get("grace_period_seconds", "0"))
+    try:
+        if grace not in GRACE_CHOICES:
+            raise ApiError("invalid_body", "Choose one of the grace periods offered.")
+        rerolled = await acting.call("rerollKey", key_id=key_id, body={"grace_period_seconds": int(grace)})
+        shown = await acting.call("getKey", key_id=key_id)
+    except ApiError as e:
+        return await _key_failed(request, session, acting, key_id, e)
+    return render(request, "revealed.html", {"session": session, "key": shown, "secret": rerolled["key"],
+                                             "what": "rerolled", "until": rerolled["previous_secret_valid_until"]},
+                  status=201)
+
+
+@signed
+async def confirm_revoke(request: Request, session) -> Response:
+    acting, key_id = Acting(session.me), request.path_params["key_id"]
+    try:
+        shown = await acting.call("getKey", key_id=key_id)
+    except ApiError as e:
+        return _failed(request, session, e)
+    return render(request, "revoke.html", {"session": session, "key": shown})
+
+
+@signed
+async def revoke_key(request: Request, session) -> Response:
+    acting, key_id = Acting(session.me), request.path_params["key_id"]
+    try:
+        await acting.call("revokeKey", key_id=key_id)
+    except ApiError as e:
+        return _failed(request, session, e)
+    return _see_other("/console/keys?notice=revoked")
+
+
+# ------------------------------------------------------------------ rulesets, the trail, APIs
+
+@signed
+async def rulesets(request: Request, session) -> Response:
+    acting = Acting(session.me)
+    try:
+        found = await acting.call("getTrafficFilterRulesets", include_associations=True)
+    except ApiError as e:
+        return _failed(request, session, e, "rulesets.html", rulesets=[])
+    return render(request, "rulesets.html", {"session": session, "rulesets": found["rulesets"]})
+
+
+@signed
+async def audit(request: Request, session) -> Response:
+    acting, page = Acting(session.me), _page_number(request)
+    actions = [a for a in request.query_params.getlist("action") if a in AUDIT_ACTIONS] or None
+    target = request.query_params.get("target_id", "").strip() or None
+    context = {"page": page, "actions": AUDIT_ACTIONS, "picked": set(actions or []), "target_id": target or ""}
+    if target is not None and not valid_parameter("listAuditEvents", "target_id", target):
+        return _failed(request, session, ApiError("invalid_parameter", "Not an ID keyhouse gives."), "audit.html",
+                       events=[], total=0, pages=1, **context)
+    try:
+        events, total = await acting.call_paged("listAuditEvents", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+                                                action=actions, target_id=target)
+    except ApiError as e:
+        return _failed(request, session, e, "audit.html", events=[], total=0, pages=1, **context)
+    query = [("action", a) for a in actions or []] + ([("target_id", target)] if target else [])
+    return render(request, "audit.html", {"session": session, "events": events, "total": total,
+                                          "pages": max(1, -(-total // PAGE_SIZE)), "query": urlencode(query),
+                                          **context})
+
+
+@signed
+async def apis(request: Request, session) -> Response:
+    acting = Acting(session.me)
+    try:
+        declared = await acting.call("listPlatformApis")
+    except ApiError as e:
+        return _failed(request, session, e, "apis.html", apis=[])
+    return render(request, "apis.html", {"session": session, "apis": declared})

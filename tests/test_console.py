@@ -1,0 +1,293 @@
+"""The console over HTTP: sessions, CSRF, the headers of every page, and the refusals, for every page
+and form of it (generated from keyhouse.console.ROUTES, so a new page is covered by default). The whole
+path in a real browser is tests/test_console_browser.py."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from keyhouse.console import ROUTES
+from keyhouse.console.rendering import HERE
+from keyhouse.store.models import ApiKey, AuditEvent, ConsoleSession
+from tests.conftest import make_app
+
+API = "/api/v1"
+PAGES = [route.path for route in ROUTES if "GET" in route.methods]
+FORMS = [route.path for route in ROUTES if "POST" in route.methods and route.path != "/sign-in"]
+ON_A_KEY = [(method, route.path) for route in ROUTES if "{key_id}" in route.path
+            for method in sorted(route.methods - {"HEAD"})]
+
+
+def signed_in(client, actor) -> str:
+    """Signs `client` in with the actor's key; the session's CSRF token."""
+    answer = client.post("/console/sign-in", data={"key": actor.key, "next": "/console/keys"}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    return csrf_of(client.get("/console/keys").text)
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def create(client, csrf, **form) -> tuple[str, str]:
+    """(id, secret) of a key made through the console's form."""
+    page = client.post("/console/keys", data={"csrf": csrf, "type": "secret", "expiry": "never", **form})
+    assert page.status_code == 201, page.text
+    return re.search(r'href="/console/keys/([^"/?]+)"', page.text).group(1), re.search(r'value="(kh_[^"]+)"',
+                                                                                      page.text).group(1)
+
+
+def state(app) -> tuple:
+    """What a refused form must leave as it was: the keys and the trail."""
+    with app.runtime.store.session() as s:
+        keys = s.execute(select(ApiKey.id, ApiKey.description, ApiKey.revoked_at, ApiKey.key_hash,
+                                ApiKey.permissions).order_by(ApiKey.id)).all()
+        return keys, s.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action != "auth.failed"))
+
+
+def url(path: str, key_id: str) -> str:
+    return "/console" + path.replace("{key_id}", key_id)
+
+
+def test_signed_out_every_page_sends_one_to_sign_in_and_every_form_changes_nothing(app, client, world):
+    before = state(app)
+    for path in PAGES:
+        if path == "/sign-in":
+            continue
+        answer = client.get(url(path, world.acme_admin.key_id), follow_redirects=False)
+        assert (answer.status_code, answer.headers["location"].split("?")[0]) == (303, "/console/sign-in"), path
+    for path in FORMS:
+        answer = client.post(url(path, world.acme_admin.key_id), data={"name": "x"}, follow_redirects=False)
+        assert answer.status_code == 303, path
+    assert state(app) == before
+
+
+def test_every_page_carries_the_policy_and_is_never_cached(app, client, world):
+    csrf = signed_in(client, world.acme_admin)
+    key_id, _ = create(client, csrf, name="shown")
+    for path in PAGES:
+        answer = client.get(url(path, key_id))
+        assert answer.status_code == 200, (path, answer.text)
+        assert answer.headers["content-security-policy"].startswith("default-src 'self'"), path
+        assert answer.headers["cache-control"] == "no-store", path
+        assert answer.headers["x-frame-options"] == "DENY"
+        inline = re.search(r"<script(?![^>]*\bsrc=)|<style|\sstyle=|\son[a-z]+=", answer.text)
+        assert inline is None, f"inline script or style on {path}: {inline}"
+
+
+@pytest.mark.parametrize("path", FORMS)
+@pytest.mark.parametrize("csrf", [None, "forged", ""])
+def test_a_form_without_its_sessions_csrf_token_changes_nothing(app, client, world, path, csrf):
+    good = signed_in(client, world.acme_admin)
+    key_id, _ = create(client, good, name="target")
+    other = signed_in_elsewhere(app, world.acme_admin)
+    before = state(app)
+    data = {"name": "changed", "grace_period_seconds": "0", "expiry": "never", "type": "secret"}
+    if csrf is not None:
+        data["csrf"] = csrf
+    answer = client.post(url(path, key_id), data=data, follow_redirects=False)
+    assert answer.status_code == 403, answer.text
+    assert state(app) == before
+    # Another session's token is no better.
+    answer = client.post(url(path, key_id), data={**data, "csrf": other}, follow_redirects=False)
+    assert answer.status_code == 403
+    assert state(app) == before
+
+
+def signed_in_elsewhere(app, actor) -> str:
+    with app.test_client() as other:
+        return signed_in(other, actor)
+
+
+def test_a_form_from_another_origin_changes_nothing_even_with_the_token(app, client, world):
+    csrf = signed_in(client, world.acme_admin)
+    key_id, _ = create(client, csrf, name="target")
+    before = state(app)
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        answer = client.post(f"/console/keys/{key_id}/revoke", data={"csrf": csrf}, headers=headers,
+                             follow_redirects=False)
+        assert answer.status_code == 403
+    assert state(app) == before
+
+
+@pytest.mark.parametrize(("method", "path"), ON_A_KEY)
+def test_another_organizations_key_or_an_admins_is_not_found_to_a_member(app, client, world, method, path):
+    admins = signed_in(client, world.acme_admin)
+    admins_key, _ = create(client, admins, name="the admin's")
+    with app.test_client() as globex:
+        foreign_key, _ = create(globex, signed_in(globex, world.globex_admin), name="globex's")
+    with app.test_client() as member:
+        csrf = signed_in(member, world.acme_member)
+        before = state(app)
+        for key_id in (foreign_key, admins_key):
+            data = {"csrf": csrf, "name": "mine now", "grace_period_seconds": "0", "expiry": "keep"}
+            answer = member.request(method, url(path, key_id), data=data if method == "POST" else None)
+            assert answer.status_code == 404, (method, path, answer.text)
+            assert "be found" in answer.text
+    # The admin does not see the other organization's either.
+    data = {"csrf": admins, "name": "x", "grace_period_seconds": "0"} if method == "POST" else None
+    answer = client.request(method, url(path, foreign_key), data=data)
+    assert answer.status_code == 404
+    assert state(app) == before
+
+
+def test_a_session_is_a_cookie_for_the_console_only_and_holds_no_key(app, client, world):
+    answer = client.post("/console/sign-in", data={"key": world.acme_admin.key}, follow_redirects=False)
+    cookie = answer.headers["set-cookie"]
+    assert re.match(r"keyhouse_console=[\w-]{43}; HttpOnly; Max-Age=28800; Path=/console; SameSite=strict$", cookie)
+    assert world.acme_admin.key not in cookie
+    with app.runtime.store.session() as s:
+        row = s.scalars(select(ConsoleSession)).one()
+        token = cookie.split(";")[0].split("=", 1)[1]
+        assert row.token_hash == hashlib.sha256(token.encode()).hexdigest()  # the token itself is not kept
+        assert world.acme_admin.key not in json.dumps([str(getattr(row, c.key)) for c in ConsoleSession.__table__.c])
+    with app.test_client(base_url="https://keyhouse.example") as tls:
+        answer = tls.post("/console/sign-in", data={"key": world.acme_admin.key}, follow_redirects=False)
+        assert "; Secure" in answer.headers["set-cookie"]
+
+
+def test_a_bad_key_does_not_sign_in_and_is_recorded(app, client, world):
+    for key, status in (("kh_nonsense", 401), ("", 401), (world.acme_admin.key[:-1] + "x", 401)):
+        answer = client.post("/console/sign-in", data={"key": key}, follow_redirects=False)
+        assert answer.status_code == status
+        assert "set-cookie" not in answer.headers
+    app.runtime.recorder.flush()
+    with app.runtime.store.session() as s:
+        assert s.scalar(select(func.count()).select_from(ConsoleSession)) == 0
+
+
+def test_sign_in_goes_back_only_to_a_page_of_the_console(client, world):
+    for target, landed in (("/console/audit", "/console/audit"), ("https://evil.example/", "/console/keys"),
+                           ("//evil.example", "/console/keys"), ("/console//evil.example", "/console/keys"),
+                           ("/api/v1/keys", "/console/keys")):
+        answer = client.post("/console/sign-in", data={"key": world.acme_admin.key, "next": target},
+                             follow_redirects=False)
+        assert answer.headers["location"] == landed, target
+
+
+def test_a_session_ends_at_its_lifetime(tmp_path, world):
+    app = make_app(tmp_path, console_session_seconds=1)
+    from tests.conftest import add_actor, add_organization
+
+    admin = add_actor(app, add_organization(app, "short"), "a@short.test", "admin")
+    with app.test_client() as client:
+        signed_in(client, admin)
+        assert client.get("/console/keys", follow_redirects=False).status_code == 200
+        time.sleep(1.2)
+        answer = client.get("/console/keys", follow_redirects=False)
+        assert (answer.status_code, answer.headers["location"]) == (303, "/console/sign-in?next=%2Fconsole%2Fkeys")
+    app.runtime.store.dispose()
+
+
+def test_a_session_ends_with_its_key_and_with_sign_out(app, client, world):
+    csrf = signed_in(client, world.acme_admin)
+    key_id, secret = create(client, csrf, name="its own session")
+    with app.test_client() as second:
+        second.post("/console/sign-in", data={"key": secret}, follow_redirects=False)
+        assert second.get("/console/keys", follow_redirects=False).status_code == 200
+        assert client.post(f"/console/keys/{key_id}/revoke", data={"csrf": csrf},
+                           follow_redirects=False).status_code == 303
+        assert second.get("/console/keys", follow_redirects=False).status_code == 303
+    assert client.post("/console/sign-out", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    assert client.get("/console/keys", follow_redirects=False).status_code == 303
+    app.runtime.recorder.flush()
+    with app.runtime.store.session() as s:
+        assert s.scalar(select(func.count()).select_from(ConsoleSession)) == 0
+        actions = s.scalars(select(AuditEvent.action).where(AuditEvent.action != "auth.failed")
+                            .order_by(AuditEvent.id)).all()
+        refused = s.scalars(select(AuditEvent.detail).where(AuditEvent.action == "auth.failed")).all()
+    assert actions == ["console.signed_in", "key.created", "console.signed_in", "key.revoked", "console.signed_out"]
+    assert refused == ["session of a revoked key"]  # the revoked key's session, refused as a request is
+
+
+def test_a_secret_is_on_the_page_that_reveals_it_and_on_no_other_nor_in_any_log(app, client, world, caplog):
+    caplog.set_level(logging.DEBUG)
+    csrf = signed_in(client, world.acme_admin)
+    key_id, secret = create(client, csrf, name="once")
+    rerolled = client.post(f"/console/keys/{key_id}/reroll", data={"csrf": csrf, "grace_period_seconds": "3600"})
+    assert rerolled.status_code == 201 and rerolled.headers["cache-control"] == "no-store"
+    new_secret = re.search(r'value="(kh_[^"]+)"', rerolled.text).group(1)
+    for path in PAGES:
+        page = client.get(url(path, key_id)).text
+        assert secret not in page and new_secret not in page, path
+    assert secret not in caplog.text and new_secret not in caplog.text
+    # The key works against the API, the old secret inside its grace, as rerolling promises.
+    for presented in (secret, new_secret):
+        assert client.get(f"{API}/keys", headers={"Authorization": f"Bearer {presented}"}).status_code == 200
+
+
+def test_a_refused_form_shows_why_in_place_and_changes_nothing(app, client, world):
+    csrf = signed_in(client, world.acme_admin)
+    before = state(app)
+    answer = client.post("/console/keys", data={"csrf": csrf, "name": "", "type": "secret", "expiry": "never",
+                                                "allowed_ips": "not-an-address"})
+    assert answer.status_code == 422
+    assert 'role="alert"' in answer.text and "New key" in answer.text
+    answer = client.post("/console/keys", data={"csrf": csrf, "name": "ok", "type": "secret", "expiry": "never",
+                                                "allowed_ips": "300.1.1.1"})
+    assert answer.status_code == 422 and "allowed_ips" in answer.text
+    assert 'value="ok"' in answer.text  # what was typed is kept
+    assert state(app) == before
+
+
+def test_members_see_their_own_keys_and_the_console_offers_only_what_the_key_may_do(app, client, world):
+    admins = signed_in(client, world.acme_admin)
+    create(client, admins, name="admin key")
+    with app.test_client() as member:
+        csrf = signed_in(member, world.acme_member)
+        create(member, csrf, name="member key")
+        page = member.get("/console/keys").text
+        assert "member key" in page and "admin key" not in page
+        assert 'href="/console/audit"' not in page
+        assert member.get("/console/audit").status_code == 403
+    assert "admin key" in client.get("/console/keys").text and "member key" in client.get("/console/keys").text
+    with app.test_client() as narrow:
+        _, secret = create(client, admins, name="lists only", permissions=["listKeys", "getKey"])
+        narrow.post("/console/sign-in", data={"key": secret}, follow_redirects=False)
+        page = narrow.get("/console/keys").text
+        assert 'href="/console/keys/new"' not in page
+        before = state(app)
+        assert narrow.post("/console/keys", data={"csrf": csrf_of(page), "name": "x", "type": "secret",
+                                                  "expiry": "never"}).status_code == 403
+        assert state(app) == before
+
+
+def test_thousands_of_keys_are_paged_and_searched(app, client, world):
+    from datetime import timedelta
+
+    from keyhouse.store import queries
+    from keyhouse.store.models import new_id, utcnow
+
+    long_ago = utcnow() - timedelta(days=1)  # older than the admin's first key, which is then the last
+    with app.runtime.store.session() as s:
+        queries.insert_keys(s, world.acme_admin.organization_id, [
+            {"id": new_id(), "user_id": world.acme_admin.user_id, "description": f"bulk {i:04d}", "type": "secret",
+             "key_hash": f"{i:064x}", "key_hint": "kh_…", "permissions": ["listKeys"],
+             "created_at": long_ago + timedelta(seconds=i), "updated_at": long_ago} for i in range(2000)])
+    signed_in(client, world.acme_admin)
+    first = client.get("/console/keys").text  # the world's three keys, then the bulk, newest first
+    assert "2002 keys" in first and "page 1 of 81" in first and "first key of admin@acme.test" in first
+    last = client.get("/console/keys?page=81").text
+    assert "bulk 0000" in last and "bulk 0001" in last and "bulk 0002" not in last
+    assert client.get("/console/keys?page=82").status_code == 200
+    found = client.get("/console/keys?q=BULK 19").text
+    assert "100 keys matching" in found
+    assert client.get("/console/keys?page=abc&q=" + "x" * 129).status_code == 400
+
+
+def test_the_vendored_htmx_is_the_pinned_package_and_the_pages_say_so():
+    vendored = json.loads((HERE / "static" / "VENDORED.json").read_text())["htmx.min.js"]
+    body = (HERE / "static" / "htmx.min.js").read_bytes()
+    assert vendored["sri"] == "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
+    assert vendored["package"] == "htmx.org" and re.fullmatch(r"2\.\d+\.\d+", vendored["version"])
+    assert f'integrity="{vendored["sri"]}"' in (HERE / "templates" / "base.html").read_text().replace(
+        "{{ htmx.sri }}", vendored["sri"])
+    assert body.count(b"version:\"" + vendored["version"].encode()) == 1
