@@ -6,33 +6,7 @@ without them, under CI=true it fails.
 
 from __future__ import annotations
 
-import os
-import shutil
-
-import pytest
-
 from keyhouse import spec
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.fixture
-def browser():
-    if not (CHROMIUM and CHROMEDRIVER):
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true and Debian's chromium and chromium-driver are not installed")
-        pytest.skip("needs Debian's chromium and chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,2000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
 
 
 def _operations() -> set[tuple[str, str]]:
