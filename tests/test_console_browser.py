@@ -140,7 +140,8 @@ def test_a_persons_whole_path_through_the_console(browser, served, tmp_path):
     shot("audit")
     browser.find_element(By.CSS_SELECTOR, "form.filters summary").click()
     browser.find_element(By.CSS_SELECTOR, 'input[name="action"][value="key.rerolled"]').click()
-    wait.until(lambda _: {a.text for a in browser.find_elements(By.CSS_SELECTOR, "#events .action")} == {"key.rerolled"})
+    wait.until(lambda _: {a.text for a in browser.find_elements(By.CSS_SELECTOR, "#events .action")}
+               == {"key.rerolled"})
 
     browser.find_element(By.LINK_TEXT, "Rulesets").click()
     assert on("Traffic-filter rulesets") and "192.0.2.0/24" in browser.page_source

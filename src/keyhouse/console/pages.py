@@ -113,19 +113,17 @@ async def sign_out(request: Request, session) -> Response:
 async def keys(request: Request, session) -> Response:
     acting, page = Acting(session.me), _page_number(request)
     search = request.query_params.get("q", "").strip() or None
-    context: dict = {"session": session, "q": search or "", "page": page, "acting": acting,
-                     "notice": request.query_params.get("notice")}
-    if search is not None and not valid_parameter("listKeys", "search", search):
-        return _failed(request, session, ApiError("invalid_parameter", "Search for at most 128 characters."),
-                       "keys.html", keys=[], total=0, **{k: v for k, v in context.items() if k != "session"})
+    context: dict = {"q": search or "", "page": page, "acting": acting, "notice": request.query_params.get("notice"),
+                     "query": urlencode({"q": search}) if search else "", "keys": [], "total": 0, "pages": 1}
     try:
-        found = await acting.call_paged("listKeys", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, search=search)
+        if search is not None and not valid_parameter("listKeys", "search", search):
+            raise ApiError("invalid_parameter", "Search for at most 128 characters.")
+        rows, total = await acting.call_paged("listKeys", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+                                              search=search)
     except ApiError as e:
-        return _failed(request, session, e, "keys.html", keys=[], total=0,
-                       **{k: v for k, v in context.items() if k != "session"})
-    rows, total = found
-    return render(request, "keys.html", {**context, "keys": rows, "total": total, "pages": max(1, -(-total // PAGE_SIZE)),
-                                         "query": urlencode({"q": search}) if search else ""})
+        return _failed(request, session, e, "keys.html", **context)
+    return render(request, "keys.html", {"session": session, **context, "keys": rows, "total": total,
+                                         "pages": max(1, -(-total // PAGE_SIZE))})
 
 
 async def _permission_choices(acting: Acting) -> list[tuple[str, list[str]]]:
@@ -274,19 +272,18 @@ async def audit(request: Request, session) -> Response:
     acting, page = Acting(session.me), _page_number(request)
     actions = [a for a in request.query_params.getlist("action") if a in AUDIT_ACTIONS] or None
     target = request.query_params.get("target_id", "").strip() or None
-    context = {"page": page, "actions": AUDIT_ACTIONS, "picked": set(actions or []), "target_id": target or ""}
-    if target is not None and not valid_parameter("listAuditEvents", "target_id", target):
-        return _failed(request, session, ApiError("invalid_parameter", "Not an ID keyhouse gives."), "audit.html",
-                       events=[], total=0, pages=1, **context)
+    query = [("action", a) for a in actions or []] + ([("target_id", target)] if target else [])
+    context = {"page": page, "actions": AUDIT_ACTIONS, "picked": set(actions or []), "target_id": target or "",
+               "query": urlencode(query), "events": [], "total": 0, "pages": 1}
     try:
+        if target is not None and not valid_parameter("listAuditEvents", "target_id", target):
+            raise ApiError("invalid_parameter", "Not an ID keyhouse gives.")
         events, total = await acting.call_paged("listAuditEvents", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
                                                 action=actions, target_id=target)
     except ApiError as e:
-        return _failed(request, session, e, "audit.html", events=[], total=0, pages=1, **context)
-    query = [("action", a) for a in actions or []] + ([("target_id", target)] if target else [])
-    return render(request, "audit.html", {"session": session, "events": events, "total": total,
-                                          "pages": max(1, -(-total // PAGE_SIZE)), "query": urlencode(query),
-                                          **context})
+        return _failed(request, session, e, "audit.html", **context)
+    return render(request, "audit.html", {"session": session, **context, "events": events, "total": total,
+                                          "pages": max(1, -(-total // PAGE_SIZE))})
 
 
 @signed
