@@ -11,6 +11,7 @@ a soak's RSS at start and end, as a table and as JSON (benchmarks/results/latest
     bash benchmarks/run                     # everything (about 15 minutes, plus 2 to load 1M keys once)
     bash benchmarks/run --quick             # 1,000 keys only, 3 s runs, a 20 s soak: a smoke test
     bash benchmarks/run --profile list      # where a request's time goes (py-spy, GIL-holding samples)
+    bash benchmarks/run --profile verify --profile-server "connexion ceiling, fixed"   # a reference's
 """
 
 from __future__ import annotations
@@ -525,7 +526,17 @@ def profile(args) -> None:
     small = dataset(1_000, args.database)
     logs = args.work / "logs"
     logs.mkdir()
-    server = servers_for(argparse.Namespace(**{**vars(args), "workers2": False}), small, None)["keyhouse 1k"]
+    servers = servers_for(argparse.Namespace(**{**vars(args), "workers2": False}), small, None)
+    if args.profile_server not in servers:
+        sys.exit(f"--profile-server: one of {', '.join(servers)}")
+    if args.profile_server != "keyhouse 1k":  # the references replay keyhouse's answers: record them first
+        servers["keyhouse 1k"].port = free_port()
+        servers["keyhouse 1k"].start(logs, small["admin_key"])
+        try:
+            static_answers(servers["keyhouse 1k"], small, args.work)
+        finally:
+            servers["keyhouse 1k"].stop()
+    server = servers[args.profile_server]
     server.port = free_port()
     server.start(logs, small["admin_key"])
     try:
@@ -541,7 +552,8 @@ def profile(args) -> None:
         load.join()
     finally:
         server.stop()
-    summarize(raw, args.json.parent / f"profile-{args.profile}.txt")
+    suffix = "" if args.profile_server == "keyhouse 1k" else "-" + re.sub(r"\W+", "-", args.profile_server)
+    summarize(raw, args.json.parent / f"profile-{args.profile}{suffix}.txt")
 
 
 # keyhouse's modules that wrap the framework rather than run inside it: the CLI that starts uvicorn, the
@@ -600,6 +612,8 @@ def main() -> None:
     parser.add_argument("--database", help="a PostgreSQL URL (one schema per dataset is made in it); "
                                            "default: SQLite files in benchmarks/.data")
     parser.add_argument("--profile", choices=["list", "verify"], help="profile one scenario instead")
+    parser.add_argument("--profile-server", default="keyhouse 1k",
+                        help='which server --profile samples (e.g. "connexion ceiling, fixed")')
     parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     args = parser.parse_args()
     if args.quick:

@@ -291,3 +291,26 @@ def test_the_vendored_htmx_is_the_pinned_package_and_the_pages_say_so():
     assert f'integrity="{vendored["sri"]}"' in (HERE / "templates" / "base.html").read_text().replace(
         "{{ htmx.sri }}", vendored["sri"])
     assert body.count(b"version:\"" + vendored["version"].encode()) == 1
+
+
+def test_saving_a_key_keeps_what_the_picker_could_not_list(app, client, world):
+    """A member may not list the organization's APIs, so the picker cannot offer their permissions; a key
+    of theirs holding one keeps it when saved."""
+    admin, member = world.acme_admin, world.acme_member
+    assert client.post(f"{API}/apis", json={"name": "documents", "scopes": ["read", "write"]},
+                       headers=admin.bearer).status_code == 201
+    made = client.post(f"{API}/keys", json={"name": "reader", "permissions": ["listKeys", "documents:read"]},
+                       headers=member.bearer)
+    assert made.status_code == 201, made.text
+    key_id = made.json()["id"]
+    with app.test_client() as browser:
+        csrf = signed_in(browser, member)
+        page = browser.get(f"/console/keys/{key_id}").text
+        ticked = re.findall(r'name="permissions" value="([^"]+)" checked', page)
+        assert sorted(ticked) == ["documents:read", "listKeys"]
+        saved = browser.post(f"/console/keys/{key_id}", data={"csrf": csrf, "name": "reader, renamed",
+                                                              "permissions": ticked, "expiry": "keep"},
+                             follow_redirects=False)
+        assert saved.status_code == 303, saved.text
+    key = client.get(f"{API}/keys/{key_id}", headers=member.bearer).json()
+    assert (key["name"], sorted(key["permissions"])) == ("reader, renamed", ["documents:read", "listKeys"])

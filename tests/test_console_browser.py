@@ -25,7 +25,8 @@ def test_a_persons_whole_path_through_the_console(browser, served, tmp_path):
     admin_key, start = served
     api = start()
     site = api.removesuffix("/api/v1")
-    wait = WebDriverWait(browser, 20)
+    # htmx swaps parts of a page in as one waits for them: an element read as it is replaced is read again.
+    wait = WebDriverWait(browser, 20, ignored_exceptions=(StaleElementReferenceException,))
     SHOTS.mkdir(parents=True, exist_ok=True)
     browser.set_window_size(*LAPTOP)
     browser.execute_cdp_cmd("Browser.grantPermissions", {"origin": site, "permissions": [

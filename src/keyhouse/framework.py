@@ -22,7 +22,7 @@ Validation is untouched: every request and response is still validated against t
 
 These lean on Connexion's internals as 3.3 has them, so keyhouse pins `connexion==3.3.*`, and
 `tests/test_framework.py` fails loudly when an upgrade changes any code overridden here (it hashes it).
-docs/upstream/connexion-decorate-once.md is the same change, written up for Connexion itself.
+docs/upstream/connexion-per-request-work.md (and its .patch) is the same change, written up for Connexion itself.
 """
 
 from __future__ import annotations

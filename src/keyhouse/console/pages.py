@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import typing as t
+from collections.abc import Sequence
 from datetime import timedelta
 from urllib.parse import quote, urlencode
 
@@ -126,16 +127,19 @@ async def keys(request: Request, session) -> Response:
                                          "pages": max(1, -(-total // PAGE_SIZE))})
 
 
-async def _permission_choices(acting: Acting) -> list[tuple[str, list[str]]]:
-    """The permissions the picker offers, grouped: keyhouse's operations the key holds, then each of the
-    organization's APIs' (for those who may list them)."""
+async def _permission_choices(acting: Acting, held: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
+    """The permissions the picker offers, grouped: keyhouse's operations the signed-in key holds, each of
+    the organization's APIs' (for those who may list them), and whatever else the key being edited holds
+    (so that saving it keeps what the picker could not list)."""
     policy = runtime.current().policy
-    held = sorted(op for op in policy.expand(list(acting.me.permissions)) if op in policy.operations)
-    groups = [("keyhouse", held)]
+    groups = [("keyhouse", sorted(op for op in policy.expand(list(acting.me.permissions)) if op in policy.operations))]
     if acting.may("listPlatformApis") and acting.me.is_admin:
         for api in await acting.call("listPlatformApis"):
             groups.append((api["name"], [f"{api['name']}:{p['name'] if isinstance(p, dict) else p}"
                                          for p in api["permissions"]]))
+    offered = {name for _, names in groups for name in names}
+    if other := [p for p in held if p not in offered]:
+        groups.append(("also held", other))
     return groups
 
 
@@ -184,7 +188,7 @@ async def key(request: Request, session) -> Response:
         shown = await acting.call("getKey", key_id=key_id)
         trail = await acting.call("listAuditEvents", limit=10, offset=0, target_id=key_id) \
             if acting.me.is_admin and acting.may("listAuditEvents") else None
-        choices = await _permission_choices(acting)
+        choices = await _permission_choices(acting, shown["permissions"])
     except ApiError as e:
         return _failed(request, session, e)
     return render(request, "key.html", {"session": session, "key": shown, "trail": trail, "acting": acting,
@@ -212,7 +216,7 @@ async def _key_failed(request: Request, session, acting: Acting, key_id: str, er
     """The key's page again, with the error beside the form that caused it (or alone, if the key is gone)."""
     try:
         shown = await acting.call("getKey", key_id=key_id)
-        choices = await _permission_choices(acting)
+        choices = await _permission_choices(acting, shown["permissions"])
     except ApiError as gone:
         return _failed(request, session, gone)
     return _failed(request, session, error, "key.html", key=shown, trail=None, acting=acting, choices=choices,
