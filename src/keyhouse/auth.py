@@ -182,19 +182,27 @@ async def _resolve(scope, headers):
         except Refused as refused:
             raise await _refusal(rt, refused, ip, operation_id) from None
     first = principals[0]
-    if not rt.policy.allows(list(first.permissions), first.key_type, operation_id):
+    await admit(rt, first, operation_id)
+    for p in principals[1:]:
+        rt.recorder.used(p.key_pk, utcnow())
+    return {"sub": first.user_id, "principal": first}
+
+
+async def admit(rt: runtime.Runtime, who: Principal, operation_id: str) -> None:
+    """Whether `who` may call the operation now: its permissions (403, recorded), its and its organization's
+    rate limits (429); then the use is recorded. Every request's last check, and every console page's
+    before it calls an operation's handler (keyhouse.console.acting)."""
+    if not rt.policy.allows(list(who.permissions), who.key_type, operation_id):
         metrics.AUTH_FAILURES.labels("operation not permitted").inc()
-        rt.recorder.auth_failed(organization_id=first.organization_id, actor_key_id=first.key_id, ip=ip,
+        rt.recorder.auth_failed(organization_id=who.organization_id, actor_key_id=who.key_id, ip=who.ip,
                                 detail="operation not permitted", target_id=operation_id)
         raise ApiError("forbidden", f"This key is not permitted to call {operation_id}.")
-    exceeded = await rt.limiter.hit(first.organization_id, first.key_pk)
+    exceeded = await rt.limiter.hit(who.organization_id, who.key_pk)
     if exceeded is not None:
         metrics.RATE_LIMITED.labels(exceeded.scope).inc()
         raise ApiError("rate_limited", f"Rate limit of {exceeded.limit} requests exceeded; retry in "
                        f"{exceeded.retry_after} s.", headers=exceeded.headers())
-    for p in principals:
-        rt.recorder.used(p.key_pk, utcnow())
-    return {"sub": first.user_id, "principal": first}
+    rt.recorder.used(who.key_pk, utcnow())
 
 
 async def _not_refusing(rt: runtime.Runtime, ip: str | None) -> None:

@@ -54,6 +54,10 @@ def to_json_schema(schema: t.Any) -> t.Any:
     return out
 
 
+def _draft4(schema: dict) -> dict:
+    return {"$schema": "http://json-schema.org/draft-04/schema#", **to_json_schema(schema)}
+
+
 _compiled: dict[tuple[int, bool], tuple[dict, t.Callable]] = {}
 
 
@@ -61,8 +65,7 @@ def compiled(schema: dict, *, fill_defaults: bool = False) -> t.Callable:
     """The compiled validator of one schema object of the loaded spec (they live as long as the app)."""
     entry = _compiled.get((id(schema), fill_defaults))
     if entry is None or entry[0] is not schema:
-        draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", **to_json_schema(schema)}
-        entry = (schema, fastjsonschema.compile(draft4, use_default=fill_defaults))
+        entry = (schema, fastjsonschema.compile(_draft4(schema), use_default=fill_defaults))
         _compiled[(id(schema), fill_defaults)] = entry
     return entry[1]
 
@@ -77,10 +80,19 @@ def compiled_response(schema: dict) -> t.Any:
     fills in the spec's defaults and whose errors name the fields in every family's envelope."""
     entry = _responses.get(id(schema))
     if entry is None or entry[0] is not schema:
-        draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", **to_json_schema(schema)}
-        entry = (schema, jsonschema_rs.validator_for(draft4, validate_formats=True))
+        entry = (schema, jsonschema_rs.validator_for(_draft4(schema), validate_formats=True))
         _responses[id(schema)] = entry
     return entry[1]
+
+
+def parameter_error(param: dict, value: t.Any) -> str | None:
+    """Why `value` is not one the (resolved) parameter takes, naming it; None when it is. Every request's
+    parameters, and what the console reads off its own URLs (keyhouse.console)."""
+    try:
+        compiled(param.get("schema", param))(value)
+    except fastjsonschema.JsonSchemaValueException as e:
+        return e.message.replace(e.name, param["name"], 1) if e.name else e.message
+    return None
 
 
 def field_errors(error: fastjsonschema.JsonSchemaValueException) -> list[FieldError]:
@@ -180,11 +192,7 @@ class ParametersValidator(ParameterValidator):
     def validate_parameter(self, parameter_type, value, param, param_name=None):
         if value is None:
             return f"Missing {parameter_type} parameter '{param['name']}'" if param.get("required") else None
-        try:
-            compiled(param.get("schema", param))(value)
-        except fastjsonschema.JsonSchemaValueException as e:
-            return e.message.replace(e.name, param["name"], 1) if e.name else e.message
-        return None
+        return parameter_error(param, value)
 
     def validate_request(self, request):
         if self.strict_validation:

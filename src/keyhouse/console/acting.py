@@ -13,12 +13,11 @@ import typing as t
 from connexion.json_schema import resolve_refs
 from starlette.concurrency import run_in_threadpool
 
-from .. import metrics, runtime, spec
+from .. import runtime, spec
 from ..api import HANDLERS
-from ..auth import Principal
-from ..errors import ApiError
-from ..store.models import utcnow
-from ..validation import compiled, validated
+from ..auth import Principal, admit
+from ..errors import ApiError, FieldError
+from ..validation import parameter_error, validated
 
 
 @functools.cache
@@ -32,17 +31,24 @@ def body_schema(operation_id: str) -> dict:
     return _operations()[operation_id]["requestBody"]["content"]["application/json"]["schema"]
 
 
-def parameter_schema(operation_id: str, name: str) -> dict:
-    return next(p["schema"] for p in _operations()[operation_id].get("parameters", []) if p["name"] == name)
+def _parameter(operation_id: str, name: str) -> dict:
+    return next(p for p in _operations()[operation_id].get("parameters", []) if p["name"] == name)
 
 
-def valid_parameter(operation_id: str, name: str, value: t.Any) -> bool:
-    """Whether `value` is one the operation's parameter `name` takes (for what the console reads off its URLs)."""
-    try:
-        compiled(parameter_schema(operation_id, name))(value)
-    except Exception:  # noqa: BLE001 - fastjsonschema's refusal: the value is not one it takes
-        return False
-    return True
+def max_length(operation_id: str, name: str) -> int:
+    """The spec's `maxLength` of a field of the operation's body, or else of its parameter `name` (what the
+    pages' inputs tell the browser)."""
+    body = _operations()[operation_id].get("requestBody")
+    field = body and body_schema(operation_id)["properties"].get(name)
+    return (field or _parameter(operation_id, name)["schema"])["maxLength"]
+
+
+def check_parameter(operation_id: str, name: str, value: t.Any) -> None:
+    """400, naming the parameter, for a value the operation's parameter `name` does not take (for what the
+    console reads off its own URLs and passes on to the operation)."""
+    param = _parameter(operation_id, name)
+    if (why := parameter_error(param, value)) is not None:
+        raise ApiError("invalid_parameter", why, fields=[FieldError((name,), why, "invalid")], location="query")
 
 
 class Acting:
@@ -66,14 +72,7 @@ class Acting:
         return page, int(headers["Pagination-Total"])
 
     async def _answer(self, operation_id: str, body: dict | None, parameters: dict) -> t.Any:
-        rt = runtime.current()
-        if not self.may(operation_id):
-            metrics.AUTH_FAILURES.labels("operation not permitted").inc()
-            raise ApiError("forbidden", f"This key is not permitted to call {operation_id}.")
-        if (exceeded := await rt.limiter.hit(self.me.organization_id, self.me.key_pk)) is not None:
-            metrics.RATE_LIMITED.labels(exceeded.scope).inc()
-            raise ApiError("rate_limited", f"Rate limit of {exceeded.limit} requests exceeded; retry in "
-                           f"{exceeded.retry_after} s.", headers=exceeded.headers())
+        await admit(runtime.current(), self.me, operation_id)
         if body is not None:
             parameters["body"] = validated(body_schema(operation_id), body)
         handler = HANDLERS[operation_id]
@@ -82,5 +81,4 @@ class Acting:
             answer = await handler(**parameters, token_info=token_info)
         else:  # as Connexion runs a plain function: off the event loop
             answer = await run_in_threadpool(handler, **parameters, token_info=token_info)
-        rt.recorder.used(self.me.key_pk, utcnow())
         return answer

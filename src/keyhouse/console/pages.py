@@ -21,12 +21,13 @@ from .. import runtime, spec
 from ..errors import STATUS, ApiError
 from ..store.models import utcnow
 from . import sessions
-from .acting import Acting, valid_parameter
+from .acting import Acting, check_parameter
 from .rendering import render
 
 PAGE_SIZE = 25
-EXPIRY_PRESETS = {"never": None, "1d": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30),
-                  "90d": timedelta(days=90), "365d": timedelta(days=365)}
+EXPIRY_PRESETS = {"never": ("never", None), "1d": ("in 1 day", timedelta(days=1)),
+                  "7d": ("in 7 days", timedelta(days=7)), "30d": ("in 30 days", timedelta(days=30)),
+                  "90d": ("in 90 days", timedelta(days=90)), "365d": ("in 1 year", timedelta(days=365))}
 GRACE_CHOICES = {"0": "none: the old secret stops now", "3600": "1 hour", "86400": "24 hours",
                  "604800": "7 days"}
 AUDIT_ACTIONS = spec.schema(spec.document(), "AuditAction")["enum"]
@@ -42,7 +43,10 @@ def signed(page: t.Callable) -> t.Callable:
 
     @functools.wraps(page)
     async def checked(request: Request) -> Response:
-        session = await sessions.current_session(request)
+        try:
+            session = await sessions.current_session(request)
+        except ApiError as refused:  # a live session's key, from an address it may not be used from
+            return _failed(request, None, refused)
         if session is None:
             return _see_other("/console/sign-in?" + urlencode({"next": request.url.path}))
         if request.method == "POST":
@@ -117,8 +121,8 @@ async def keys(request: Request, session) -> Response:
     context: dict = {"q": search or "", "page": page, "acting": acting, "notice": request.query_params.get("notice"),
                      "query": urlencode({"q": search}) if search else "", "keys": [], "total": 0, "pages": 1}
     try:
-        if search is not None and not valid_parameter("listKeys", "search", search):
-            raise ApiError("invalid_parameter", "Search for at most 128 characters.")
+        if search is not None:
+            check_parameter("listKeys", "search", search)
         rows, total = await acting.call_paged("listKeys", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
                                               search=search)
     except ApiError as e:
@@ -156,14 +160,16 @@ def _lines(text: object) -> list[str] | None:
 
 
 def _expires(preset: object) -> str | None:
-    delta = EXPIRY_PRESETS.get(str(preset))
+    _label, delta = EXPIRY_PRESETS.get(str(preset), ("", None))
     return None if delta is None else (utcnow() + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @signed
 async def create_key(request: Request, session) -> Response:
     form, acting = await request.form(), Acting(session.me)
-    body: dict = {"name": str(form.get("name", "")).strip(), "type": str(form.get("type", "secret"))}
+    body: dict = {"name": str(form.get("name", "")).strip()}
+    if form.get("type"):  # otherwise the spec's default
+        body["type"] = str(form["type"])
     if form.get("owner_id"):
         body["owner_id"] = str(form["owner_id"]).strip()
     if permissions := form.getlist("permissions"):
@@ -280,8 +286,8 @@ async def audit(request: Request, session) -> Response:
     context = {"page": page, "actions": AUDIT_ACTIONS, "picked": set(actions or []), "target_id": target or "",
                "query": urlencode(query), "events": [], "total": 0, "pages": 1}
     try:
-        if target is not None and not valid_parameter("listAuditEvents", "target_id", target):
-            raise ApiError("invalid_parameter", "Not an ID keyhouse gives.")
+        if target is not None:
+            check_parameter("listAuditEvents", "target_id", target)
         events, total = await acting.call_paged("listAuditEvents", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
                                                 action=actions, target_id=target)
     except ApiError as e:

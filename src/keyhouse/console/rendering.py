@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from ..store.models import utcnow
+from .acting import max_length
 
 HERE = Path(__file__).parent
 # The vendored htmx and its Subresource Integrity, as scripts/vendor-htmx recorded them.
@@ -67,7 +68,7 @@ def state(key: dict) -> str:
 templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                         trim_blocks=True, lstrip_blocks=True)
 templates.filters.update(ago=ago, exact=exact, state=state)
-templates.globals.update(htmx=VENDORED["htmx.min.js"])
+templates.globals.update(htmx=VENDORED["htmx.min.js"], max_length=max_length)
 
 
 def render(request: Request, template: str, context: dict | None = None, *, status: int = 200,
