@@ -153,3 +153,72 @@ def test_a_billing_acl_entry_names_the_api_it_is_for(client, world):
     shown = client.get(f"{API}/api-keys/{made.json()['id']}", headers=admin.billing).json()
     assert shown["acl"] == [{"scope": {"api": "documents"}, "permissions": []},
                             {"scope": {}, "permissions": ["getApiKeyCollection"]}]
+
+
+def _time_fields(schema: dict, document: dict, prefix: str = "") -> list[str]:
+    """The date-time fields of a schema of the contract, nested ones as `a.b`."""
+    from keyhouse import spec
+
+    if "$ref" in schema:
+        schema = spec.schema(document, schema["$ref"].rsplit("/", 1)[-1])
+    found = []
+    for name, field in schema.get("properties", {}).items():
+        field = spec.schema(document, field["$ref"].rsplit("/", 1)[-1]) if "$ref" in field else field
+        if field.get("format") == "date-time":
+            found.append(prefix + name)
+        elif field.get("type") == "object":
+            found += _time_fields(field, document, f"{prefix}{name}.")
+    return found
+
+
+def test_every_time_in_a_verdict_carries_milliseconds(client, world):
+    """Generated from VerifyKeyResponse: each of its date-time fields, filled in, is written to the
+    millisecond (a reset cut to the second read up to a second early)."""
+    from keyhouse import spec
+
+    document = spec.document()
+    fields = _time_fields(spec.schema(document, "VerifyKeyResponse"), document)
+    assert {"expires_at", "secret_valid_until", "refill_at", "rate_limit.reset_at"} <= set(fields)
+    admin = world.acme_admin
+    key = create(client, admin, name="k", expires_at=(utcnow() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                 credits={"remaining": 5, "refill": {"amount": 5, "interval_seconds": 3600}},
+                 rate_limit={"limit": 10, "window_seconds": 60})
+    rerolled = client.post(f"{API}/keys/{key['id']}/reroll", json={"grace_period_seconds": 600},
+                           headers=admin.bearer).json()
+    assert rerolled["key"] != key["key"]
+    verdict = verify(client, admin, key["key"])  # the old secret, in its grace
+    seen = 0
+    for field in fields:
+        value = verdict
+        for part in field.split("."):
+            value = (value or {}).get(part)
+        assert value is not None, (field, verdict)
+        assert len(value) == len("2026-12-05T09:14:23.611Z") and value[19] == "." and value.endswith("Z"), \
+            (field, value)
+        seen += 1
+    assert seen == len(fields)
+
+
+def test_usage_exceeded_says_when_the_credits_come_back(client, world):
+    admin = world.acme_admin
+    key = create(client, admin, name="k", credits={"remaining": 1, "refill": {"amount": 3, "interval_seconds": 3600}})
+    spent, refused = verify(client, admin, key["key"]), verify(client, admin, key["key"])
+    assert (spent["code"], refused["code"]) == ("VALID", "USAGE_EXCEEDED")
+    from datetime import datetime
+
+    came_back = datetime.fromisoformat(refused["refill_at"])
+    assert timedelta(minutes=59) < came_back - utcnow() <= timedelta(hours=1), refused
+    never = create(client, admin, name="never", credits={"remaining": 0})
+    assert verify(client, admin, never["key"])["refill_at"] is None
+
+
+def test_a_member_verifies_only_the_keys_they_see(client, world):
+    """A member sees only their own keys; every other key of the organization is NOT_FOUND to their verify,
+    as it is to their GET."""
+    admin, member = world.acme_admin, world.acme_member
+    theirs = create(client, member, name="mine")
+    others = create(client, admin, name="admin's")
+    assert verify(client, member, theirs["key"])["code"] == "VALID"
+    assert verify(client, member, others["key"]) == {"valid": False, "code": "NOT_FOUND"}
+    assert verify(client, member, admin.key) == {"valid": False, "code": "NOT_FOUND"}
+    assert verify(client, admin, theirs["key"])["code"] == "VALID"

@@ -270,3 +270,79 @@ def test_the_cache_given_is_the_cache_used():
     with Keyhouse("http://keyhouse.test/api/v1", "kh_gateway", cache=mine, transport=feed) as keyhouse:
         assert keyhouse.cache is mine
     assert AsyncKeyhouse("http://keyhouse.test/api/v1", "kh_gateway", cache=mine).cache is mine
+
+
+def served_plainly(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"served"]
+
+
+def test_out_of_credits_is_429_with_retry_after_at_the_next_refill(platform):
+    refilled = platform.key(permissions=["documents:getDocument"],
+                            credits={"remaining": 1, "refill": {"amount": 5, "interval_seconds": 600}})
+    never = platform.key(permissions=["documents:getDocument"], credits={"remaining": 0})
+    application = served_plainly
+    with Keyhouse(platform.base, platform.gateway_key) as keyhouse:
+        guarded = KeyhouseWSGIMiddleware(application, keyhouse=keyhouse, openapi=OPENAPI, api="documents")
+        with httpx.Client(transport=httpx.WSGITransport(app=guarded), base_url="http://documents.test") as client:
+            key = {"X-API-Key": refilled["key"]}
+            assert client.get("/documents/1", headers=key).status_code == 200
+            spent = client.get("/documents/1", headers=key)
+            assert (spent.status_code, spent.json()["error"]) == (429, "USAGE_EXCEEDED")
+            assert 590 <= int(spent.headers["Retry-After"]) <= 600
+            empty = client.get("/documents/1", headers={"X-API-Key": never["key"]})
+            assert empty.status_code == 429 and "Retry-After" not in empty.headers  # no refill: no time to name
+
+
+def test_each_operation_spends_its_own_cost_and_free_ones_spend_nothing(platform):
+    """`x-keyhouse-cost` in the application's document, or `costs=` given to the middleware (which wins)."""
+    import yaml
+
+    document = yaml.safe_load(OPENAPI.read_text())
+    document["paths"]["/documents/{id}"]["get"]["x-keyhouse-cost"] = 0
+    document["paths"]["/documents/{id}"]["delete"]["x-keyhouse-cost"] = 5
+    customer = platform.key(permissions=["documents:getDocument", "documents:deleteDocument"],
+                            credits={"remaining": 3})
+    application = served_plainly
+    with Keyhouse(platform.base, platform.gateway_key) as keyhouse:
+        guarded = KeyhouseWSGIMiddleware(application, keyhouse=keyhouse, openapi=document, api="documents",
+                                         costs={"deleteDocument": 2})
+        with httpx.Client(transport=httpx.WSGITransport(app=guarded), base_url="http://documents.test") as client:
+            key = {"X-API-Key": customer["key"]}
+            assert [client.get("/documents/1", headers=key).status_code for _ in range(5)] == [200] * 5
+            left = httpx.get(f"{platform.base}/keys/{customer['id']}", headers=platform.admin).json()
+            assert left["credits"]["remaining"] == 3  # the free operation spent nothing
+            assert client.delete("/documents/1", headers=key).status_code == 200  # costs 2 (costs= wins over 5)
+            refused = client.delete("/documents/1", headers=key)
+            assert (refused.status_code, refused.json()["error"]) == (429, "USAGE_EXCEEDED")
+            assert client.get("/documents/1", headers=key).status_code == 200  # still free with 1 left
+    with pytest.raises(ValueError, match="a whole number"):
+        KeyhouseWSGIMiddleware(application, keyhouse=None, openapi=document, api="documents",
+                               costs={"getDocument": -1})
+
+
+def test_a_key_that_cannot_read_the_feed_is_said_clearly_at_start_up(caplog):
+    """A gateway key holding verifyKey only: the client says once, as an error, what the key lacks, and
+    verifies every request (nothing is cached) instead of calling keyhouse unreachable every second."""
+    import logging
+
+    feed_requests = []
+
+    def keyhouse_answers(request):
+        if request.url.path.endswith("/keys/changes"):
+            feed_requests.append(request)
+            return httpx.Response(403, json={"type": "about:blank", "title": "Forbidden", "status": 403,
+                                             "detail": "This key is not permitted to call listKeyChanges."})
+        return httpx.Response(200, json={"valid": True, "code": "VALID", "key_id": "k1"})
+
+    caplog.set_level(logging.INFO, logger="keyhouse_client")
+    keyhouse = Keyhouse("http://keyhouse.test/api/v1", "kh_gateway", transport=httpx.MockTransport(keyhouse_answers))
+    try:
+        assert not keyhouse.wait_until_following(timeout=0.5)
+        assert keyhouse.verify("kh_customer").valid and keyhouse.verify("kh_customer").valid
+    finally:
+        keyhouse.close()
+    said = [r for r in caplog.records if r.name == "keyhouse_client"]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR, [r.getMessage() for r in said]
+    assert "listKeyChanges" in said[0].getMessage() and "403" in said[0].getMessage()
+    assert len(feed_requests) == 1  # asked again only after FEED_REFUSED_BACKOFF, not every second

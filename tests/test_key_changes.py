@@ -66,6 +66,23 @@ def test_the_feed_is_the_organizations_own(client, world):
     assert gone.status_code == 410 and "start again" in gone.json()["detail"]
 
 
+def test_a_member_follows_only_the_changes_to_their_own_keys(client, world):
+    """A member sees only their own keys, so their feed carries only those keys' changes (and the APIs'):
+    no admin's key id reaches them."""
+    admin, member = world.acme_admin, world.acme_member
+    start = changes(client, member).json()["cursor"]
+    theirs, admins = create(client, member, name="mine"), create(client, admin, name="admin's")
+    for key, who in ((admins, admin), (theirs, member)):
+        assert client.delete(f"{API}/keys/{key['id']}", headers=who.bearer).status_code == 204
+    declare(client, admin, name="documents", scopes=["read"])
+    client.put(f"{API}/apis/documents", json={"scopes": ["write"]}, headers=admin.bearer)
+    seen = changes(client, member, after=start).json()["changes"]
+    assert [(c["action"], c["key_id"], c["api"]) for c in seen] == [("key.revoked", theirs["id"], None),
+                                                                    ("api.redefined", None, "documents")]
+    everything = changes(client, admin, after=start).json()["changes"]
+    assert [c["key_id"] for c in everything if c["key_id"]] == [admins["id"], theirs["id"]]
+
+
 def test_a_cursor_older_than_the_feed_keeps_is_gone(client, world, app):
     admin = world.acme_admin
     start = changes(client, admin).json()["cursor"]

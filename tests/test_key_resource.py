@@ -55,7 +55,7 @@ def test_an_update_replaces_what_it_names_and_null_clears(client, world):
     assert (body["name"], body["owner_id"], body["meta"], body["allowed_ips"], body["expires_at"]) == (
         "n", None, {"b": 2}, ["192.0.2.0/24"], "2099-01-01T00:00:00Z")
     verdict = verify(client, admin, key["key"], ip="192.0.2.1")
-    assert (verdict["owner_id"], verdict["meta"], verdict["expires_at"]) == (None, {"b": 2}, "2099-01-01T00:00:00Z")
+    assert (verdict["owner_id"], verdict["meta"], verdict["expires_at"]) == (None, {"b": 2}, "2099-01-01T00:00:00.000Z")
     events = client.get(f"{API}/audit/events", headers=admin.bearer).json()
     assert [(e["action"], e["target_id"]) for e in events[:2]] == [("key.updated", key["id"]),
                                                                  ("key.created", key["id"])]

@@ -108,6 +108,20 @@ REFUSED = {
                     "is not local to the document"),
     "a name no permission may have": (DOCUMENTS.replace("operationId: getDocument", "operationId: get document"),
                                       "cannot be a permission's name"),
+    # 500 levels in 1.2 kB: the YAML composer recursed until Python gave up (a 500, before the bound).
+    "nested 500 levels deep": ("openapi: '3.0.3'\ninfo: {title: x, version: '1'}\npaths: {}\nx-deep: "
+                               + "[" * 500 + "]" * 500, "nested deeper than 64 levels"),
+    "nested 500 levels deep, as JSON": ('{"openapi": "3.0.3", "x": ' + "{\"a\": " * 500 + "1" + "}" * 501,
+                                        "nested deeper than 64 levels"),
+    "Swagger 2.0": ("swagger: '2.0'\ninfo: {title: x, version: '1'}\nbasePath: /v1\npaths:\n  /a:\n    get:\n"
+                    "      operationId: getA\n      responses: {'200': {description: ok}}", "a Swagger 2.0 document"),
+    "an unquoted version": ("openapi: 3.0\ninfo: {title: x, version: '1'}\npaths: {}", "quote it"),
+    "an unquoted 2.0": ("openapi: 2.0\ninfo: {title: x, version: '1'}\npaths: {}", "not a version string"),
+    "a version that is not 3": ("openapi: '4.0.0'\ninfo: {title: x, version: '1'}\npaths: {}",
+                                "only 3.0.x and 3.1.x"),
+    "no openapi field": ("info: {title: x, version: '1'}\npaths: {}", "has no `openapi` field"),
+    "an operation without an operationId": (
+        DOCUMENTS + "\n  /b:\n    post:\n      responses: {'200': {description: ok}}", "these have none: POST /b"),
 }
 
 

@@ -46,13 +46,113 @@ def test_the_organization_limit_binds_all_its_keys(limited):
         assert r.status_code == 429 and r.headers["X-RateLimit-Limit"] == "5"
 
 
-def test_verify_says_rate_limited_when_the_verified_key_is_spent(limited):
+def test_a_verified_keys_own_requests_do_not_spend_its_verifications(limited):
+    """A key's request rate is its calls to keyhouse; being verified by a gateway is counted apart."""
     app, a, b = limited
     with app.test_client() as client:
         for _ in range(3):
             client.get(f"{API}/api-keys", headers=b.billing)
-        r = client.post(f"{API}/keys/verify", json={"key": b.key}, headers=a.bearer)
-        assert r.status_code == 200 and r.json()["code"] == "RATE_LIMITED" and r.json()["valid"] is False
+        assert client.get(f"{API}/api-keys", headers=b.billing).status_code == 429
+        r = client.post(f"{API}/keys/verify", json={"key": b.key}, headers=a.bearer).json()
+        assert (r["code"], r.get("rate_limit")) == ("VALID", None)
+
+
+def test_gateways_verifying_one_key_share_no_default_limit(tmp_path):
+    """Three gateways verifying one key 150 times: the server's per-key request rate (100/second) is each
+    gateway's own, and verified keys have no default limit unless one is set."""
+    app = make_app(tmp_path)
+    org = add_organization(app, "acme")
+    gateways = [add_actor(app, org, f"g{i}@acme.test", "admin") for i in range(3)]
+    customer = add_actor(app, org, "c@acme.test", "member")
+    with app.test_client() as client:
+        codes = [client.post(f"{API}/keys/verify", json={"key": customer.key}, headers=g.bearer).json()["code"]
+                 for _ in range(50) for g in gateways]
+    assert codes == ["VALID"] * 150
+    app.runtime.store.dispose()
+
+
+def test_the_default_for_verified_keys_applies_when_set(tmp_path):
+    app = make_app(tmp_path, verified_key_rate_limit="3/minute")
+    org = add_organization(app, "acme")
+    gateway, customer = add_actor(app, org, "g@acme.test", "admin"), add_actor(app, org, "c@acme.test", "member")
+    with app.test_client() as client:
+        verdicts = [client.post(f"{API}/keys/verify", json={"key": customer.key}, headers=gateway.bearer).json()
+                    for _ in range(4)]
+        assert [v["code"] for v in verdicts] == ["VALID"] * 3 + ["RATE_LIMITED"]
+        assert [v["rate_limit"]["remaining"] for v in verdicts] == [2, 1, 0, 0]
+        assert {v["rate_limit"]["limit"] for v in verdicts} == {3}
+        assert client.get(f"{API}/api-keys", headers=customer.billing).status_code == 200  # its requests: apart
+    app.runtime.store.dispose()
+
+
+def _admits(item, previous, previous_expires_in, current, current_expires_in, after):
+    """Whether the `limits` sliding window admits one more use `after` seconds from the moment the window
+    was read (the storage's arithmetic: the previous window weighs while it overlaps; the current one
+    becomes the previous when its window ends)."""
+    from math import floor
+
+    expiry = item.get_expiry()
+    current_ends = current_expires_in - expiry
+    if after < current_ends:
+        weight = previous * max(0.0, previous_expires_in - after) / expiry + current
+    else:
+        weight = current * max(0.0, expiry - (after - current_ends)) / expiry
+    return floor(weight) + 1 <= item.amount
+
+
+def test_admitted_at_is_the_first_moment_the_window_admits_again():
+    """Over many windows: at the time a verdict names the limiter admits, and a few milliseconds before it
+    (when that is in the future) it still refuses: never early, never much late."""
+    import random
+
+    from keyhouse.ratelimit import admitted_at, per_window
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        limit, window = rng.randint(1, 20), rng.randint(1, 120)
+        item = per_window(limit, window)
+        current = rng.randint(0, limit)
+        previous = rng.randint(0, limit)
+        current_ends = rng.uniform(0, window)
+        previous_expires_in = current_ends if previous else 0.0
+        state = (previous, previous_expires_in, current, current_ends + window)
+        at = admitted_at(item, *state, now=1000.0) - 1000.0
+        assert _admits(item, *state, at), (limit, window, state, at)
+        if at > 0.005:
+            assert not _admits(item, *state, at - 0.005), (limit, window, state, at)
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="needs Redis (KEYHOUSE_TEST_REDIS_URL); scripts/test sets it, CI requires it")
+def test_reset_at_in_a_verdict_is_never_early_through_redis(tmp_path):
+    """A key limited to 3 per 2 s, in Redis: refused until the verdict's `reset_at` (to the millisecond),
+    admitted at it."""
+    import time
+    from datetime import datetime
+
+    app = make_app(tmp_path, redis_url=REDIS_URL)
+    org = add_organization(app, "acme")
+    admin = add_actor(app, org, "a@acme.test", "admin")
+    with app.test_client() as client:
+        key = client.post(f"{API}/keys", json={"name": "k", "rate_limit": {"limit": 3, "window_seconds": 2}},
+                          headers=admin.bearer).json()
+
+        def verify():
+            return client.post(f"{API}/keys/verify", json={"key": key["key"]}, headers=admin.bearer).json()
+
+        while (refused := verify())["code"] != "RATE_LIMITED":
+            pass
+        reset_at = refused["rate_limit"]["reset_at"]
+        assert len(reset_at) == len("2026-12-05T09:14:23.611Z"), reset_at
+        resets = datetime.fromisoformat(reset_at).timestamp()
+        while time.time() < resets - 0.05:
+            before = time.time()
+            again = verify()
+            if time.time() < resets:  # answered before the reset: still refused, at the same reset
+                assert again["code"] == "RATE_LIMITED", (again, reset_at, before)
+            time.sleep(0.1)
+        time.sleep(max(0.0, resets - time.time()))
+        assert verify()["code"] == "VALID"
+    app.runtime.store.dispose()
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="needs Redis (KEYHOUSE_TEST_REDIS_URL); scripts/test sets it, CI requires it")

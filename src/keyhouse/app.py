@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     document = spec.document()
     check_handlers(document)
     limiter = RateLimiter(settings.rate_limit, settings.organization_rate_limit, settings.redis_url,
-                          settings.refused_credential_limit)
+                          settings.refused_credential_limit, settings.verified_key_rate_limit)
     rt = Runtime(settings=settings, store=store, policy=Policy.from_spec(document), recorder=Recorder(store),
                  limiter=limiter, changes=ChangeSignal(store.engine.url), extractors=extractors_by_operation(document))
 

@@ -20,6 +20,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     rate_limit: str = "100/second"  # per key (the `limits` notation: "100/second", "5000/hour", ...)
     organization_rate_limit: str = "1000/second"
+    # Verifications of a key that has no verify limit of its own (`POST /keys/verify`): none unless set.
+    verified_key_rate_limit: str | None = None
     redis_url: str | None = None  # shares rate limits between workers; in memory without it
     # Refused credentials per client address: guessing keys costs lookups, so a client that keeps
     # presenting bad ones is stopped (429) before the database.
@@ -40,6 +42,7 @@ class Settings:
             max_body_bytes=int(os.environ.get("KEYHOUSE_MAX_BODY_BYTES", 64 * 1024)),
             rate_limit=os.environ.get("KEYHOUSE_RATE_LIMIT", "100/second"),
             organization_rate_limit=os.environ.get("KEYHOUSE_ORGANIZATION_RATE_LIMIT", "1000/second"),
+            verified_key_rate_limit=os.environ.get("KEYHOUSE_VERIFIED_KEY_RATE_LIMIT") or None,
             redis_url=os.environ.get("KEYHOUSE_REDIS_URL") or None,
             refused_credential_limit=os.environ.get("KEYHOUSE_REFUSED_CREDENTIAL_LIMIT", "100/minute"),
             previous_secrets=tuple(v.encode() for v in os.environ.get("KEYHOUSE_PREVIOUS_SECRET", "").split(",") if v),
@@ -78,6 +81,8 @@ ENVIRONMENT = [
     ("KEYHOUSE_MAX_BODY_BYTES", "65536", "largest request body accepted (413 above it)"),
     ("KEYHOUSE_RATE_LIMIT", "100/second", "requests per key"),
     ("KEYHOUSE_ORGANIZATION_RATE_LIMIT", "1000/second", "requests per organization, all its keys together"),
+    ("KEYHOUSE_VERIFIED_KEY_RATE_LIMIT", "", "verifications per verified key without a limit of its own "
+                                             "(POST /keys/verify; none unless set)"),
     ("KEYHOUSE_REFUSED_CREDENTIAL_LIMIT", "100/minute", "refused credentials per client address before 429"),
     ("KEYHOUSE_REDIS_URL", "", "Redis for rate limits shared by every worker and server (redis://host:6379)"),
     ("KEYHOUSE_CHANGE_FEED_RETENTION", "3600", "seconds of changes GET /keys/changes serves (410 for older cursors)"),

@@ -24,3 +24,13 @@ def refill_due(refill_amount: int | None, refill_seconds: int | None, refilled_a
                now: datetime) -> bool:
     return (refill_amount is not None and refill_seconds is not None and refilled_at is not None
             and refilled_at + timedelta(seconds=refill_seconds) <= now)
+
+
+def next_refill(refill_amount: int | None, refill_seconds: int | None, refilled_at: datetime | None,
+                now: datetime) -> datetime | None:
+    """When the key's credits are next topped up, as of a spend at `now` (which makes a refill that is due);
+    None for a key without a refill."""
+    if refill_amount is None or refill_seconds is None or refilled_at is None:
+        return None
+    last = now if refill_due(refill_amount, refill_seconds, refilled_at, now) else refilled_at
+    return last + timedelta(seconds=refill_seconds)

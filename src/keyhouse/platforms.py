@@ -5,8 +5,10 @@ document's operationIds are its permissions; its tags and its security scopes gr
 `scope:<scope>`), so that a key can hold a group at once. Pure functions: text in, names out.
 
 A document is a client's text, read with care: YAML aliases are refused (a few bytes of them expand
-into more than any reader can walk), and so is every `$ref` that is not local (validating it would make
-keyhouse fetch whatever URL a client names).
+into more than any reader can walk), and so is nesting past a bound (the YAML composer and every reader
+after it recurse once per level: 500 levels are a 1 kB body and a RecursionError), and every `$ref`
+that is not local (validating it would make keyhouse fetch whatever URL a client names). Only OpenAPI 3
+is read: a Swagger 2.0 document's `basePath` would put the guarded paths somewhere else.
 """
 
 from __future__ import annotations
@@ -31,27 +33,48 @@ class Declared:
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML (and so JSON) without aliases."""
+    """YAML (and so JSON) without aliases, nested at most `max_depth` levels."""
+
+    max_depth = 64
 
     def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(None, None, "YAML aliases are not accepted", event.start_mark)
-        return super().compose_node(parent, index)
+        depth = getattr(self, "_depth", 0) + 1
+        if depth > self.max_depth:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {self.max_depth} levels",
+                                              self.peek_event().start_mark)
+        self._depth = depth
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth - 1
+
+
+def _load(text: str, max_depth: int):  # type: ignore[no-untyped-def]
+    loader = _Loader(text)
+    loader.max_depth = max_depth
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def from_scopes(scopes: list[str]) -> Declared:
     return Declared("scopes", sorted(scopes))
 
 
-def from_openapi(text: str, name_ok: Callable[[str], bool]) -> Declared:
-    """The permissions and groups of an OpenAPI document; `name_ok` says which names a permission may have."""
+def from_openapi(text: str, name_ok: Callable[[str], bool], max_depth: int) -> Declared:
+    """The permissions and groups of an OpenAPI document; `name_ok` says which names a permission may have,
+    `max_depth` how deep the document may nest."""
     try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader, without aliases
+        document = _load(text, max_depth)
     except yaml.YAMLError as e:
         raise Invalid(f"not JSON or YAML: {_first_line(str(e))}") from None
     if not isinstance(document, dict):
         raise Invalid("not an OpenAPI document: its top level is no object")
+    _openapi_3(document)
     if (remote := _remote_ref(document)) is not None:
         raise Invalid(f"$ref {remote!r} is not local to the document (only '#/...' references are read)")
     # Imported here: the validator costs a worker about 12 MB, and only declaring an API needs it.
@@ -65,12 +88,17 @@ def from_openapi(text: str, name_ok: Callable[[str], bool]) -> Declared:
         raise Invalid(f"not a valid OpenAPI document: {_first_line(e.message)} (at {where})") from None
     except Exception as e:  # noqa: BLE001 - the validator's own failures on odd input (a bad version, say)
         raise Invalid(f"not a valid OpenAPI document: {_first_line(str(e))}") from None
+    if unnamed := [f"{method.upper()} {path}" for path, item in (document.get("paths") or {}).items()
+                   for method, operation in (item or {}).items()
+                   if method in METHODS and isinstance(operation, dict) and "operationId" not in operation]:
+        raise Invalid("every operation needs an operationId (the permission that grants it); these have none: "
+                      + ", ".join(unnamed[:10]) + (f" and {len(unnamed) - 10} more" if len(unnamed) > 10 else ""))
     permissions: set[str] = set()
     groups: dict[str, set[str]] = {}
     default_security = document.get("security") or []
     for item in (document.get("paths") or {}).values():
         for method, operation in (item or {}).items():
-            if method not in METHODS or not isinstance(operation, dict) or "operationId" not in operation:
+            if method not in METHODS or not isinstance(operation, dict):
                 continue
             operation_id = str(operation["operationId"])
             if not name_ok(operation_id):
@@ -85,6 +113,21 @@ def from_openapi(text: str, name_ok: Callable[[str], bool]) -> Declared:
     if not permissions:
         raise Invalid("the document declares no operationId: it has nothing to grant")
     return Declared("openapi", sorted(permissions), {name: sorted(members) for name, members in sorted(groups.items())})
+
+
+def _openapi_3(document: dict) -> None:
+    """Refuses what is not an OpenAPI 3.0 or 3.1 document, saying what it is instead."""
+    if "swagger" in document:
+        raise Invalid("a Swagger 2.0 document: only OpenAPI 3.0 and 3.1 are read (its basePath would put the "
+                      "guarded paths elsewhere); convert it to OpenAPI 3 first")
+    version = document.get("openapi")
+    if version is None:
+        raise Invalid("not an OpenAPI document: it has no `openapi` field (such as openapi: '3.0.3')")
+    if not isinstance(version, str):
+        raise Invalid(f"`openapi` is the number {version!r}, not a version string: quote it "
+                      "(openapi: '3.0.3'), as YAML reads an unquoted 3.0 as a number")
+    if not version.startswith(("3.0.", "3.1.")):
+        raise Invalid(f"OpenAPI {version!r}: only 3.0.x and 3.1.x documents are read")
 
 
 def _remote_ref(node) -> str | None:  # type: ignore[no-untyped-def]

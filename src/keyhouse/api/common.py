@@ -26,6 +26,12 @@ def iso_z(moment: datetime) -> str:
     return _utc(moment).isoformat(timespec="seconds")[:19] + "Z"
 
 
+def iso_ms(moment: datetime) -> str:
+    """RFC 3339 in UTC with a `Z`, to the millisecond: the times in a verdict, which a gateway acts on (a
+    rate limit's reset, a refill, an expiry) and which must never read earlier than they are."""
+    return _utc(moment).isoformat(timespec="milliseconds")[:23] + "Z"
+
+
 def iso_offset(moment: datetime) -> str:
     """RFC 3339 in UTC with `+00:00`, to the second, as the cloud API writes it."""
     return _utc(moment).isoformat(timespec="seconds")[:19] + "+00:00"

@@ -22,6 +22,8 @@ _DOCUMENT = spec.document()
 # APIs per organization: as many as the list of them may hold.
 MAX_APIS = spec.schema(_DOCUMENT, "PlatformApis")["maxItems"]
 _PERMISSION_NAME = compiled(spec.schema(_DOCUMENT, "PlatformPermissionName"))
+# How deep a declared document may nest, as the contract states it.
+MAX_DEPTH = spec.schema(_DOCUMENT, "PlatformApiDocument")["x-keyhouse-max-depth"]
 
 
 def _name_ok(name: str) -> bool:
@@ -43,7 +45,7 @@ def _definition(body: dict) -> dict:
         declared = platforms.from_scopes(body["scopes"])
     else:
         try:
-            declared = platforms.from_openapi(body["openapi"], _name_ok)
+            declared = platforms.from_openapi(body["openapi"], _name_ok, MAX_DEPTH)
         except platforms.Invalid as e:
             raise ApiError("invalid_body", f"openapi: {e}", fields=[FieldError(("openapi",), str(e))]) from None
     return {"source": declared.source, "document": body.get("openapi"), "permissions": declared.permissions,

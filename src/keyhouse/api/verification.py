@@ -11,7 +11,7 @@ from ..ratelimit import Exceeded, Standing, per_window
 from ..store import queries
 from ..store.models import utcnow
 from ..store.queries import Credential
-from .common import iso_z, refuse_strangers
+from .common import iso_ms, refuse_strangers
 
 
 def _asked(body: dict, field: str) -> list[str] | None:
@@ -44,7 +44,11 @@ async def _holds(rt: runtime.Runtime, credential: Credential, every: list[str], 
 def _standing(state: Standing | Exceeded) -> dict:
     remaining = state.remaining if isinstance(state, Standing) else 0
     return {"limit": state.limit, "remaining": remaining,
-            "reset_at": iso_z(datetime.fromtimestamp(state.reset_at, UTC))}
+            "reset_at": iso_ms(datetime.fromtimestamp(state.reset_at, UTC))}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return iso_ms(moment) if moment is not None else None
 
 
 async def verify_key(body: dict, token_info: dict):
@@ -53,13 +57,17 @@ async def verify_key(body: dict, token_info: dict):
 
     Checked in this order, the first failure being the verdict: the key's state, its allowed IPs, the
     permissions asked about, its rate limit, its credits. A verification counts against the verified
-    key's rate limit (its own, or the server's default per key): it is a use of that key."""
+    key's own verify limit (or the server's default for verified keys, when one is set), never against
+    the caller's request rate, which its own request already spent. A member verifies only their own
+    keys, as they see only those: any other key is NOT_FOUND to them."""
     me = principal(token_info)
     rt = runtime.current()
     every, some = _asked(body, "permissions") or [], _asked(body, "any_permissions")
     credential, digest = await lookup(rt, body["key"])
-    # Keys of other organizations do not exist for this caller: no oracle across tenants.
-    if digest is None or credential is None or credential.organization_id != me.organization_id:
+    # Keys of other organizations (and, for a member, of other users) do not exist for this caller: no
+    # oracle across tenants.
+    if digest is None or credential is None or credential.organization_id != me.organization_id \
+            or not (me.is_admin or credential.user_id == me.user_id):
         return {"valid": False, "code": "NOT_FOUND"}
     answer: dict = {"key_id": credential.key_id, "organization_id": credential.organization_id,
                     "user_id": credential.user_id}
@@ -69,15 +77,15 @@ async def verify_key(body: dict, token_info: dict):
         code = "FORBIDDEN"
     if code == "VALID" and not await _holds(rt, credential, every, some):
         code = "INSUFFICIENT_PERMISSIONS"
-    # The key's own limit, set (as the spec requires) with its window, or the server's default per key.
     own = None if credential.verify_limit is None else per_window(credential.verify_limit,
                                                                   credential.verify_window_seconds or 1)
-    if code == "VALID" and (exceeded := await rt.limiter.hit(credential.organization_id, credential.key_pk, own)):
-        metrics.RATE_LIMITED.labels(exceeded.scope).inc()
-        code, answer["rate_limit"] = "RATE_LIMITED", _standing(exceeded)
-    elif code == "VALID" and own is not None and (standing := await rt.limiter.standing(
-            credential.organization_id, credential.key_pk, own)) is not None:
-        answer["rate_limit"] = _standing(standing)
+    if code == "VALID" and (limit := rt.limiter.verified_limit(own)) is not None:
+        standing = await rt.limiter.verified(credential.organization_id, credential.key_pk, limit)
+        if standing is not None:
+            answer["rate_limit"] = _standing(standing)
+        if isinstance(standing, Exceeded):
+            metrics.RATE_LIMITED.labels("verified key").inc()
+            code = "RATE_LIMITED"
     if code == "VALID" and credential.credits_remaining is not None:
         cost = body["cost"]  # its default is the spec's, filled in by validation
         if cost:
@@ -87,14 +95,17 @@ async def verify_key(body: dict, token_info: dict):
         else:  # spends nothing, so it stays a read
             answer["remaining"] = credits.left(credential.credits_remaining, credential.credits_refill_amount,
                                                credential.credits_refill_seconds, credential.credits_refilled_at, now)
+        answer["refill_at"] = _iso(credits.next_refill(credential.credits_refill_amount,
+                                                       credential.credits_refill_seconds,
+                                                       credential.credits_refilled_at, now))
     if code != "VALID":
         return {"valid": False, "code": code, **answer}
     rt.recorder.used(credential.key_pk, now)
     return {
         "valid": True, "code": "VALID", **answer, "type": credential.type,
         "permissions": list(credential.permissions),
-        "expires_at": iso_z(credential.expires_at) if credential.expires_at else None,
+        "expires_at": _iso(credential.expires_at),
         "name": credential.name, "owner_id": credential.owner_id, "meta": credential.meta,
         "remaining": answer.get("remaining"),
-        "secret_valid_until": iso_z(credential.retired_until) if credential.retired_until else None,
+        "secret_valid_until": _iso(credential.retired_until),
     }

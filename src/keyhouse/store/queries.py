@@ -668,6 +668,12 @@ _CHANGES = (select(_events.c.id, _events.c.at, _events.c.action, _events.c.targe
             .where(_events.c.organization_id == bindparam("organization_id"),
                    _events.c.id > bindparam("after", type_=BigInteger), _IN_FEED)
             .order_by(_events.c.id).limit(bindparam("limit")))
+# A member's feed: the changes to their own keys, and to the organization's APIs (which they cannot see
+# but whose changes may change verdicts on their keys).
+_CHANGES_OF_USER = _CHANGES.where(or_(
+    _events.c.target_type != "api_key",
+    select(_keys.c.pk).where(_keys.c.organization_id == _events.c.organization_id,
+                             _keys.c.id == _events.c.target_id, _keys.c.user_id == bindparam("user_id")).exists()))
 _LATEST_CHANGE = select(func.max(_events.c.id)).where(_events.c.organization_id == bindparam("organization_id"),
                                                       _IN_FEED)
 
@@ -680,14 +686,17 @@ class Changes(NamedTuple):
 
 @one_statement
 def changes_after(db: Session | Connection, organization_id: str, after: int | None, limit: int,
-                  oldest: datetime) -> Changes:
-    """The organization's changes after cursor `after` (None: none, and the latest cursor), at most `limit`.
+                  oldest: datetime, user_id: str | None = None) -> Changes:
+    """The organization's changes after cursor `after` (None: none, and the latest cursor), at most `limit`;
+    with `user_id`, only those to that user's keys (and to the organization's APIs).
 
     Gone when the first change after the cursor is older than `oldest` (the feed keeps what came since),
     or when the cursor is beyond the organization's latest (another database's, or made up)."""
     if after is None:
         return Changes(db.execute(_LATEST_CHANGE, {"organization_id": organization_id}).scalar() or 0, [], False)
-    rows = list(db.execute(_CHANGES, {"organization_id": organization_id, "after": after, "limit": limit}))
+    values = {"organization_id": organization_id, "after": after, "limit": limit}
+    rows = list(db.execute(_CHANGES, values) if user_id is None
+                else db.execute(_CHANGES_OF_USER, {**values, "user_id": user_id}))
     if rows:
         return Changes(rows[-1][0], rows, rows[0][1] < oldest)
     latest = db.execute(_LATEST_CHANGE, {"organization_id": organization_id}).scalar() or 0

@@ -31,12 +31,17 @@ FEED_WAIT = 10  # seconds keyhouse holds a feed request open when nothing change
 FEED_SILENCE = FEED_WAIT + 5.0  # a feed not heard from for longer is not trusted
 assert FEED_SILENCE <= MAX_VALID_TTL  # noqa: S101 - the cache's promise rests on it
 FEED_BACKOFF = 1.0  # after a failed feed request
+FEED_REFUSED_BACKOFF = 30.0  # after keyhouse refused the key on the feed (a permission may be granted later)
 # What keyhouse's change feed may say: a change to a key, or (api.*) one that may touch any verdict.
 _KEY_CHANGES = {"key.revoked", "key.rerolled", "key.updated", "key.credits_exhausted"}
 
 
 class KeyhouseUnavailable(Exception):
     """keyhouse did not answer (after retries), or answered what verify never should: no verdict."""
+
+
+class FeedRefused(Exception):
+    """keyhouse refused this client's key on the change feed (401, 403): nothing will be cached."""
 
 
 def _retry() -> Retry:
@@ -61,6 +66,13 @@ def _body(key: str, question: tuple) -> dict[str, Any]:
     return body
 
 
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", ""))[:200]
+    except ValueError:
+        return response.text[:200]
+
+
 def _verdict(response: httpx.Response) -> Verdict:
     if response.status_code != 200:
         raise KeyhouseUnavailable(f"verify answered {response.status_code}: {response.text[:200]}")
@@ -75,6 +87,7 @@ class _Feed:
         self.cursor: str | None = None
         self.heard_at: float | None = None  # time.monotonic() of its last answer
         self.failing = False  # its last request failed: not trusted until one answers again
+        self.refused = False  # keyhouse refused the key on the feed: said once, loudly
 
     def trusted(self) -> bool:
         return (self.heard_at is not None and not self.failing
@@ -90,6 +103,8 @@ class _Feed:
             self.cache.clear()
             self.cursor = None
             return
+        if response.status_code in (401, 403):
+            raise FeedRefused(f"{response.status_code}: {_detail(response)}")
         response.raise_for_status()
         answer = response.json()
         for change in answer["changes"]:
@@ -100,12 +115,21 @@ class _Feed:
         self.cursor = answer["cursor"]
         self.heard_at, self.failing = time.monotonic(), False
 
-    def lost(self, error: Exception) -> None:
+    def lost(self, error: Exception) -> float:
         """A failed request: the cache is bypassed until the feed answers again, and then the changes
-        missed meanwhile are applied (or, past the feed's retention, everything is forgotten on its 410)."""
+        missed meanwhile are applied (or, past the feed's retention, everything is forgotten on its 410).
+        Returns how long to wait before asking again."""
+        if isinstance(error, FeedRefused):
+            if not self.refused:
+                log.error("keyhouse refused this client's key on the change feed (%s). The key needs the "
+                          "listKeyChanges permission beside verifyKey; until it has it, no verdict is cached "
+                          "and every request is verified.", error)
+            self.refused = self.failing = True
+            return FEED_REFUSED_BACKOFF
         if not self.failing:
             log.warning("keyhouse change feed unreachable (%s); verifying without the cache", type(error).__name__)
         self.failing = True
+        return FEED_BACKOFF
 
 
 class Keyhouse:
@@ -171,8 +195,7 @@ class Keyhouse:
             except Exception as e:  # noqa: BLE001 - whatever breaks, the cache stops being trusted in time
                 if self._closed.is_set():
                     break
-                self._feed.lost(e)
-                self._closed.wait(FEED_BACKOFF)
+                self._closed.wait(self._feed.lost(e))
         self._feed_http.close()
 
     def wait_until_following(self, timeout: float = 10.0) -> bool:
@@ -258,8 +281,7 @@ class AsyncKeyhouse:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever breaks, the cache stops being trusted in time
-                self._feed.lost(e)
-                await asyncio.sleep(FEED_BACKOFF)
+                await asyncio.sleep(self._feed.lost(e))
 
     async def wait_until_following(self, timeout: float = 10.0) -> bool:
         """Whether the feed was heard from within `timeout` seconds (then verdicts are cached)."""

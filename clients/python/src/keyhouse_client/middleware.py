@@ -3,12 +3,15 @@
 
 Each request is matched to its operation by method and path; an operation open to all (`security: []`)
 passes, any other is verified for its operationId (`api` + `permissions: [operationId]`), with the
-client's address. The key is read where the operation's security scheme says (an `apiKey` header, or
-`Authorization: Bearer`), or from the header named to the middleware. A request that matches no
-operation is refused (404): what the document does not declare is not guarded, so it is not served.
+client's address, spending the operation's cost of the key's credits: its `x-keyhouse-cost` in the
+document, or `costs={operationId: n}` given to the middleware, else 1 (0: free). The key is read where the
+operation's security scheme says (an `apiKey` header, or `Authorization: Bearer`), or from the header
+named to the middleware. A request that matches no operation is refused (404): what the document does
+not declare is not guarded, so it is not served.
 
 Refusals: 401 (no key, or one keyhouse does not accept), 403 (not from an allowed address, or not
-permitted), 429 with `Retry-After` (rate limited, or out of credits), 503 when keyhouse cannot answer;
+permitted), 429 (rate limited, or out of credits; with `Retry-After` when keyhouse says when the key is
+admitted again or its credits are refilled), 503 when keyhouse cannot answer;
 a JSON body `{"error": code, "message": ...}` unless `on_refusal` shapes it. The verdict reaches the
 handler: `request.state.keyhouse` (Starlette, FastAPI; `scope["state"]["keyhouse"]`), or
 `environ["keyhouse.verdict"]` (WSGI: Flask's `request.environ`, Django's `request.META`).
@@ -38,6 +41,7 @@ class Operation:
     open: bool  # `security: []`: no key asked for
     header: str  # where its key is read: a header name, lower case
     bearer: bool  # the header is `Authorization: Bearer <key>`
+    cost: int | None = None  # credits a call spends: None for keyhouse's default (1), 0 for free
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,8 @@ _BY_CODE = {  # verdict code -> (status, message)
 def refusal_of(verdict: Verdict) -> Refusal:
     status, message = _BY_CODE.get(verdict.code, (401, "The API key is not valid."))
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-    if verdict.code == "RATE_LIMITED":
-        headers["Retry-After"] = str(verdict.retry_after or 1)
+    if verdict.code in ("RATE_LIMITED", "USAGE_EXCEEDED") and verdict.retry_after is not None:
+        headers["Retry-After"] = str(verdict.retry_after)
     return Refusal(status, verdict.code, message, headers, verdict)
 
 
@@ -83,10 +87,13 @@ def _template(path: str) -> re.Pattern:
 
 
 class Operations:
-    """The operations of an OpenAPI document (a dict, YAML or JSON text, or a file), found by method and
-    path. Paths are read below the path of the document's first server (`base_path` says otherwise)."""
+    """The operations of an OpenAPI document (a dict, YAML or JSON text, or a file: a path is read relative
+    to the working directory), found by method and path. Paths are read below the path of the document's
+    first server (`base_path` says otherwise). An operation's cost is `costs[operationId]`, else its
+    `x-keyhouse-cost`."""
 
-    def __init__(self, document: dict | str | Path, *, header: str | None = None, base_path: str | None = None):
+    def __init__(self, document: dict | str | Path, *, header: str | None = None, base_path: str | None = None,
+                 costs: dict[str, int] | None = None):
         if isinstance(document, Path) or (isinstance(document, str) and "\n" not in document):
             document = Path(document).read_text()
         spec: dict = yaml.safe_load(document) if isinstance(document, str) else document
@@ -104,8 +111,11 @@ class Operations:
                     continue
                 security = op.get("security", default)
                 where, bearer = _credential(security or [], schemes, header)
+                cost = (costs or {}).get(op["operationId"], op.get("x-keyhouse-cost"))
+                if cost is not None and (type(cost) is not int or cost < 0):
+                    raise ValueError(f"the cost of {op['operationId']} is {cost!r}: a whole number, 0 or more")
                 routes.append((path.count("{"), method.upper(), _template(self.base_path + path),
-                               Operation(op["operationId"], security == [], where, bearer)))
+                               Operation(op["operationId"], security == [], where, bearer, cost)))
         # Concrete paths before templated ones (OpenAPI: `/users/me` wins over `/users/{id}`).
         self._routes = [(method, pattern, op) for _, method, pattern, op in sorted(routes, key=lambda r: r[0])]
 
@@ -136,8 +146,9 @@ class _Guard:
     """What the ASGI and WSGI middleware share: the operation a request is, and its key."""
 
     def __init__(self, openapi: dict | str | Path, api: str, header: str | None,
-                 on_refusal: Callable[[Refusal], tuple[int, dict[str, str], bytes]] | None):
-        self.operations = Operations(openapi, header=header)
+                 on_refusal: Callable[[Refusal], tuple[int, dict[str, str], bytes]] | None,
+                 costs: dict[str, int] | None = None):
+        self.operations = Operations(openapi, header=header, costs=costs)
         self.api = api
         self.render = on_refusal or default_refusal
 
@@ -166,9 +177,10 @@ class KeyhouseMiddleware:
     openapi="openapi.yaml", api="documents")`."""
 
     def __init__(self, app: Any, *, keyhouse: AsyncKeyhouse, openapi: dict | str | Path, api: str,
-                 header: str | None = None, on_refusal: Callable[[Refusal], tuple[int, dict, bytes]] | None = None):
+                 header: str | None = None, on_refusal: Callable[[Refusal], tuple[int, dict, bytes]] | None = None,
+                 costs: dict[str, int] | None = None):
         self.app, self.keyhouse = app, keyhouse
-        self.guard = _Guard(openapi, api, header, on_refusal)
+        self.guard = _Guard(openapi, api, header, on_refusal, costs)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -179,7 +191,7 @@ class KeyhouseMiddleware:
             client = scope.get("client")
             try:
                 verdict = await self.keyhouse.verify(found, api=self.guard.api, permissions=[operation.operation_id],
-                                                     ip=client[0] if client else None)
+                                                     cost=operation.cost, ip=client[0] if client else None)
             except KeyhouseUnavailable:
                 return await self._refuse(_UNAVAILABLE, send)
             if not verdict.valid:
@@ -202,9 +214,10 @@ class KeyhouseWSGIMiddleware:
     `get_wsgi_application()`), with the synchronous client."""
 
     def __init__(self, app: Callable, *, keyhouse: Keyhouse, openapi: dict | str | Path, api: str,
-                 header: str | None = None, on_refusal: Callable[[Refusal], tuple[int, dict, bytes]] | None = None):
+                 header: str | None = None, on_refusal: Callable[[Refusal], tuple[int, dict, bytes]] | None = None,
+                 costs: dict[str, int] | None = None):
         self.app, self.keyhouse = app, keyhouse
-        self.guard = _Guard(openapi, api, header, on_refusal)
+        self.guard = _Guard(openapi, api, header, on_refusal, costs)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
@@ -217,7 +230,7 @@ class KeyhouseWSGIMiddleware:
         if isinstance(found, str) and operation is not None:
             try:
                 verdict = self.keyhouse.verify(found, api=self.guard.api, permissions=[operation.operation_id],
-                                               ip=environ.get("REMOTE_ADDR"))
+                                               cost=operation.cost, ip=environ.get("REMOTE_ADDR"))
             except KeyhouseUnavailable:
                 return self._refuse(_UNAVAILABLE, start_response)
             if not verdict.valid:

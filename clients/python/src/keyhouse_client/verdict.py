@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,7 @@ class Verdict:
     secret_valid_until: datetime | None = None
     remaining: int | None = None  # credits left, for a key that has credits
     rate_limit: dict[str, Any] | None = None  # limit, remaining, reset_at: for a key with a limit of its own
+    refill_at: datetime | None = None  # when a key with credits is next topped up
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Verdict:
@@ -38,12 +40,18 @@ class Verdict:
                    permissions=tuple(body.get("permissions") or ()), name=body.get("name"),
                    owner_id=body.get("owner_id"), meta=body.get("meta"), expires_at=_moment(body.get("expires_at")),
                    secret_valid_until=_moment(body.get("secret_valid_until")), remaining=body.get("remaining"),
-                   rate_limit=body.get("rate_limit"))
+                   rate_limit=body.get("rate_limit"), refill_at=_moment(body.get("refill_at")))
 
     @property
     def retry_after(self) -> int | None:
-        """Seconds until a rate-limited key may be verified again (RATE_LIMITED only)."""
-        if self.code != "RATE_LIMITED" or not self.rate_limit:
+        """Whole seconds (rounded up) until a refused key may be verified again: its rate limit's reset
+        (RATE_LIMITED), or its credits' next refill (USAGE_EXCEEDED); None when keyhouse names no time."""
+        if self.code == "RATE_LIMITED" and self.rate_limit:
+            again: datetime | None = datetime.fromisoformat(self.rate_limit["reset_at"])
+        elif self.code == "USAGE_EXCEEDED":
+            again = self.refill_at
+        else:
             return None
-        reset = datetime.fromisoformat(self.rate_limit["reset_at"])
-        return max(1, int((reset - datetime.now(reset.tzinfo)).total_seconds() + 0.999))
+        if again is None:
+            return None
+        return max(1, math.ceil((again - datetime.now(again.tzinfo)).total_seconds()))
