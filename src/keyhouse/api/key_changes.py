@@ -3,7 +3,8 @@
 A member follows the changes to their own keys (and to the organization's APIs), as they see only
 those keys; an admin, the whole organization's. The feed is the audit trail's events that change
 verdicts (store.queries.FEED_ACTIONS), written in the transaction of the change itself, so a change is
-in the feed exactly when it has committed. A long-poll (`wait`) looks again whenever keyhouse.changes says a change of the organization may have committed.
+in the feed exactly when it has committed. A long-poll (`wait`) looks again whenever keyhouse.changes
+says a change of the organization may have committed.
 """
 
 from __future__ import annotations
