@@ -21,10 +21,10 @@ def create(client, actor, **fields):
 
 
 def test_create_shows_the_secret_once_and_it_authenticates(client, world, app):
-    created = create(client, world.acme_admin, description="Test", type="publishable",
+    created = create(client, world.acme_admin, description="Test", type="secret",
                      allowedIps=["192.0.2.10", "2001:db8::/32"], apiUser="ci-bot",
                      acl=[{"scope": {"organizationId": []}, "permissions": ["*"]}])
-    assert created["type"] == "publishable" and created["apiUser"] == "ci-bot"
+    assert created["type"] == "secret" and created["apiUser"] == "ci-bot"
     assert created["allowedIps"] == ["192.0.2.10", "2001:db8::/32"]
     assert created["acl"] == [{"scope": {"organizationId": []}, "permissions": ["*"]}]
     assert created["_links"] == [{"href": f"/api/v1/api-keys/{created['id']}", "rel": "self"}]

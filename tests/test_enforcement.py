@@ -65,8 +65,14 @@ def test_publishable_keys_never_write(client, world):
                                                "acl": [{"scope": {}, "permissions": ["postApiKey"]}]},
                     headers=world.acme_admin.billing)
     assert r.status_code == 403 and "publishable" in r.json()["detail"].lower()
-    publishable = billing_key(client, world.acme_admin, type="publishable")  # "*" for a publishable key: reads only
-    assert client.get(f"{API}/api-keys", headers={"REB-APIKEY": publishable}).status_code == 200
+    listing = client.post(f"{API}/api-keys", json={"description": "p", "type": "publishable",
+                                                     "acl": [{"scope": {}, "permissions": ["getApiKeyCollection"]}]},
+                          headers=world.acme_admin.billing)
+    assert listing.status_code == 403 and "publishable keys may hold only" in listing.json()["detail"].lower(), listing.text
+    publishable = billing_key(client, world.acme_admin, type="publishable")  # nothing named: it holds nothing
+    shown = client.get(f"{API}/keys", headers=world.acme_admin.bearer).json()
+    assert next(k for k in shown if k["type"] == "publishable")["permissions"] == []
+    assert client.get(f"{API}/api-keys", headers={"REB-APIKEY": publishable}).status_code == 403
     for method, path, body in (("POST", "/api-keys", {"description": "x"}),
                                ("DELETE", f"/api-keys/{world.acme_admin.key_id}", None),
                                ("POST", "/user/api-keys", {"name": "x"})):

@@ -135,3 +135,42 @@ def test_the_trail_is_filtered_by_action_and_by_what_it_is_about(client, world):
     assert trail(action="key.revoked,key.updated") == ([("key.revoked", two["id"]), ("key.updated", one["id"])], "2")
     assert trail(action="key.created", target_id=two["id"]) == ([("key.created", two["id"])], "1")
     assert client.get(f"{API}/audit/events", params={"action": "key.exploded"}, headers=admin.bearer).status_code == 400
+
+
+def test_an_admin_finds_a_key_by_its_secret_and_the_secret_is_kept_nowhere(app, client, world, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    admin = world.acme_admin
+    key = create(client, admin, name="leaked")
+    found = client.post(f"{API}/keys/lookup", json={"key": f"  {key['key']}\n"}, headers=admin.bearer)
+    assert found.status_code == 200, found.text
+    assert (found.json()["id"], found.json()["masked_key"]) == (key["id"], key["masked_key"])
+    assert key["masked_key"].startswith(key["key"][:7]) and key["key"] not in found.text
+    events = client.get(f"{API}/audit/events", params={"action": "key.looked_up"}, headers=admin.bearer).json()
+    assert [(e["action"], e["target_id"], e["actor_key_id"]) for e in events] == [
+        ("key.looked_up", key["id"], admin.key_id)]
+    with app.runtime.store.session() as s:
+        from sqlalchemy import text
+
+        for table in ("api_keys", "audit_events", "console_sessions"):
+            assert key["key"] not in str(s.execute(text(f"select * from {table}")).all()), table  # noqa: S608
+    assert key["key"] not in caplog.text
+    # What it does not find, and who may not ask.
+    assert client.post(f"{API}/keys/lookup", json={"key": key["key"]}, headers=world.acme_member.bearer
+                       ).status_code == 403
+    assert client.post(f"{API}/keys/lookup", json={"key": key["key"]}, headers=world.globex_admin.bearer
+                       ).status_code == 404
+    assert client.post(f"{API}/keys/lookup", json={"key": "kh_nonsense"}, headers=admin.bearer).status_code == 404
+    assert client.delete(f"{API}/keys/{key['id']}", headers=admin.bearer).status_code == 204
+    gone = client.post(f"{API}/keys/lookup", json={"key": key["key"]}, headers=admin.bearer)
+    assert gone.status_code == 404 and "revoked already" in gone.json()["detail"]
+
+
+def test_the_list_shows_masked_keys_and_finds_a_key_by_its_masked_start(client, world):
+    admin = world.acme_admin
+    key = create(client, admin, name="checkout")
+    listed = client.get(f"{API}/keys", headers=admin.bearer).json()
+    assert {k["masked_key"] for k in listed} >= {key["masked_key"]}
+    found = client.get(f"{API}/keys", params={"search": key["key"][:7]}, headers=admin.bearer).json()
+    assert [k["id"] for k in found] == [key["id"]]

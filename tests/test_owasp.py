@@ -86,6 +86,7 @@ class Victim:
             "BillingApiKeyInput": {"description": "intruder"},
             "WorkspaceApiKeyInput": {"name": "intruder"},
             "VerifyKeyRequest": {"key": self.key},
+            "LookupKeyRequest": {"key": self.key},
             "RerollKeyRequest": {"grace_period_seconds": 0},
             "CreateTokenRequest": {"expires_in": 60},
             "PlatformApiInput": {"name": "intruder", "scopes": ["intrude"]},
@@ -194,8 +195,31 @@ def test_api5_a_key_without_the_permission_is_refused_and_changes_nothing(client
     assert victim.snapshot() == before
 
 
-ADMIN_ONLY = {"getUsersApiKeys", "deleteUsersApiKeys", "listAuditEvents", "listPlatformApis", "createPlatformApi",
-              "getPlatformApi", "replacePlatformApi", "deletePlatformApi"}
+ADMIN_ONLY = {op["operationId"] for _, _, op in OPERATIONS if op.get("x-keyhouse-admins-only")}
+PUBLISHABLE = {op["operationId"] for _, _, op in OPERATIONS if op.get("x-keyhouse-publishable")}
+
+
+def test_the_contract_keeps_the_trail_and_the_organizations_apis_for_admins():
+    assert {"getUsersApiKeys", "deleteUsersApiKeys", "listAuditEvents", "listPlatformApis", "createPlatformApi",
+            "getPlatformApi", "replacePlatformApi", "deletePlatformApi"} <= ADMIN_ONLY
+    assert PUBLISHABLE == {"createAuthToken"}
+
+
+@pytest.mark.parametrize("operation_id", sorted(set(IDS) - PUBLISHABLE))
+def test_api5_a_publishable_key_holding_everything_calls_only_what_the_contract_opens_to_it(client, victim,
+                                                                                           operation_id):
+    """A publishable key may ship in a web page: whatever it holds, it lists, reads and writes nothing of the
+    organization (every operation but those marked `x-keyhouse-publishable`)."""
+    made = client.post("/api/v1/api-keys", headers=victim.admin.billing, json={
+        "description": "browser", "type": "publishable", "acl": [{"scope": {}, "permissions": ["*"]}]})
+    assert made.status_code == 201, made.text
+    publishable = made.json()["secretKey"]
+    method, path, op = next(o for o in OPERATIONS if o[2]["operationId"] == operation_id)
+    request = request_for(method, path, op, victim)
+    before = victim.snapshot()
+    answer = client.request(**request, headers={"Authorization": f"Bearer {publishable}"})
+    assert answer.status_code == 403, answer.text
+    assert victim.snapshot() == before
 
 
 @pytest.mark.parametrize("operation_id", sorted(ADMIN_ONLY))

@@ -8,7 +8,8 @@ request presents must be valid; the principal is the first of them in the spec's
 
 - expired, revoked and rerolled-past-grace keys are refused (401);
 - a key restricted to `allowedIps` is refused from any other client address (403);
-- a key may call only the operations its permissions name (403); see keyhouse.permissions;
+- a key may call only the operations its permissions name, and a member's key none that the spec
+  keeps for admins (403); see keyhouse.permissions;
 - a key, and its organization, may make only so many requests (429); see keyhouse.ratelimit.
 
 Which headers carry which scheme is read from the spec's `securitySchemes`, not restated here. Keys
@@ -197,6 +198,11 @@ async def admit(rt: runtime.Runtime, who: Principal, operation_id: str) -> None:
         rt.recorder.auth_failed(organization_id=who.organization_id, actor_key_id=who.key_id, ip=who.ip,
                                 detail="operation not permitted", target_id=operation_id)
         raise ApiError("forbidden", f"This key is not permitted to call {operation_id}.")
+    if not rt.policy.admits(list(who.permissions), who.key_type, who.role, operation_id):
+        metrics.AUTH_FAILURES.labels("administrators only").inc()
+        rt.recorder.auth_failed(organization_id=who.organization_id, actor_key_id=who.key_id, ip=who.ip,
+                                detail="administrators only", target_id=operation_id)
+        raise ApiError("forbidden", "Only administrators of the organization may do this.")
     exceeded = await rt.limiter.hit(who.organization_id, who.key_pk)
     if exceeded is not None:
         metrics.RATE_LIMITED.labels(exceeded.scope).inc()
@@ -231,9 +237,13 @@ async def sign_in(rt: runtime.Runtime, presented: str, ip: str | None) -> Princi
     it would be, and counted and recorded alike (keyhouse.console turns the principal into a session)."""
     await _not_refusing(rt, ip)
     try:
-        return await _from_key(rt, presented, ip)
+        me = await _from_key(rt, presented, ip)
+        if me.key_type == "publishable":  # it may ship in a web page: whoever has one is no one in particular
+            raise Refused("publishable key at the console", "A publishable key cannot sign in to the console; "
+                          "sign in with a secret key.", "forbidden", me.organization_id, me.key_id)
     except Refused as refused:
         raise await _refusal(rt, refused, ip, "console.sign_in") from None
+    return me
 
 
 async def signed_in(rt: runtime.Runtime, organization_id: str, key_id: str, secret_version: int,

@@ -65,6 +65,7 @@ HANDLERS: dict[str, Callable] = {
     "getKey": keys.get_key,
     "updateKey": keys.update_key,
     "revokeKey": keys.revoke_key,
+    "lookupKey": keys.lookup_key,
     "verifyKey": verification.verify_key,
     "listKeyChanges": key_changes.list_key_changes,
     "rerollKey": rotation.reroll_key,

@@ -45,7 +45,7 @@ def paging_headers(total: int, limit: int, offset: int) -> dict[str, str]:
 def granted(me: Principal, requested: list[str] | None, key_type: str,
             locate: Callable[[str], tuple[str, ...]] = lambda _: ()) -> list[str]:
     """The permissions of a key `me` is making: those requested (`locate` says where in the body each is),
-    or by default the creator's own.
+    or by default the creator's own (a publishable key's: none).
 
     Refuses a name of the organization's own APIs that none of them declares (422, naming the field), and
     (403, a policy and not a schema matter) what the creator does not hold, writing operations for a
@@ -53,7 +53,8 @@ def granted(me: Principal, requested: list[str] | None, key_type: str,
     """
     policy = runtime.current().policy
     if requested is None:
-        wanted = [p for p in me.permissions if key_type != "publishable" or p not in policy.writes]
+        # A publishable key may ship in a web page: it holds what it is given by name, nothing by default.
+        wanted = [] if key_type == "publishable" else list(me.permissions)
     else:
         wanted = list(dict.fromkeys(requested))
         refuse_strangers(wanted, locate)
@@ -88,11 +89,6 @@ def refuse_strangers(names: list[str], locate: Callable[[str], tuple[str, ...]])
         raise ApiError("invalid_body", f"Not a permission of keyhouse: {', '.join(strangers)}; name the API it is "
                        "of (`<api>:<permission>`, or the API beside it).",
                        fields=[FieldError(locate(p), "not a permission of keyhouse", "enum") for p in strangers])
-
-
-def only_admins(me: Principal) -> None:
-    if not me.is_admin:
-        raise ApiError("forbidden", "Only administrators of the organization may do this.")
 
 
 def may_see(me: Principal, owner_user_id: str, *, own_only: bool = False) -> bool:

@@ -11,8 +11,8 @@ from datetime import datetime
 
 import orjson
 
-from .. import credits, spec
-from ..auth import Principal, principal
+from .. import credits, runtime, spec
+from ..auth import Principal, lookup, principal
 from ..errors import ApiError, FieldError
 from ..runtime import reading, secret, session
 from ..store import queries
@@ -24,7 +24,7 @@ MAX_META_BYTES = spec.schema(spec.document(), "KeyMeta")["x-keyhouse-max-json-by
 
 
 def _key(row: ApiKey) -> dict:
-    return {"id": row.id, "name": row.description, "owner_id": row.owner_id, "meta": row.meta, "type": row.type,
+    return {"id": row.id, "name": row.description, "masked_key": row.key_hint, "owner_id": row.owner_id, "meta": row.meta, "type": row.type,
             "permissions": list(row.permissions), "allowed_ips": row.allowed_ips,
             "expires_at": iso_z(row.expires_at) if row.expires_at else None, "credits": _credits_view(row),
             "rate_limit": {"limit": row.verify_limit, "window_seconds": row.verify_window_seconds}
@@ -123,3 +123,17 @@ def revoke_key(key_id: str, token_info: dict):
     with session() as s:
         queries.revoke_keys(s, [visible_key(s, me, key_id, for_update=True)], actor=me.actor())
     return None, 204
+
+
+async def lookup_key(body: dict, token_info: dict):
+    """The live key a secret belongs to: hashed as authentication hashes it (keyhouse.auth.lookup), and
+    nothing of it kept; the finding is in the audit trail."""
+    me = principal(token_info)
+    rt = runtime.current()
+    credential, _ = await lookup(rt, body["key"].strip())
+    if credential is None or credential.organization_id != me.organization_id:
+        raise ApiError("not_found", "No key of the organization has this secret.")
+    row = await rt.store.write(queries.key_looked_up, me.organization_id, credential.key_id, actor=me.actor())
+    if row is None:
+        raise ApiError("not_found", "The key this secret belongs to is revoked already: it works nowhere.")
+    return _key(row)

@@ -59,7 +59,7 @@ class Acting:
 
     def may(self, operation_id: str) -> bool:
         """Whether the key may call the operation (the pages show only what it may)."""
-        return runtime.current().policy.allows(list(self.me.permissions), self.me.key_type, operation_id)
+        return runtime.current().policy.admits(list(self.me.permissions), self.me.key_type, self.me.role, operation_id)
 
     async def call(self, operation_id: str, *, body: dict | None = None, **parameters: t.Any) -> t.Any:
         """What the operation's handler answers (its body), as keyhouse.auth lets a request reach it."""

@@ -288,7 +288,7 @@ def page_owned_keys(session: Session, organization_id: str, *, user_id: str | No
                     limit: int, offset: int, search: str | None = None) -> tuple[int, Sequence[ApiKey]]:
     """(total, one page) of the organization's live keys, newest first: of one user (a member's own), of one
     owner (keyhouse's `owner_id`), or all of them; with `search`, those whose name or id contains it,
-    ignoring case (the folded forms, wildcards in it taken literally)."""
+    ignoring case (the folded forms, wildcards in it taken literally), or whose masked key does as written."""
     where = [ApiKey.organization_id == organization_id, ApiKey.revoked_at.is_(None)]
     if user_id is not None:
         where.append(ApiKey.user_id == user_id)
@@ -297,7 +297,8 @@ def page_owned_keys(session: Session, organization_id: str, *, user_id: str | No
     if search is not None:
         folded = fold(search)
         where.append(or_(ApiKey.description_folded.contains(folded, autoescape=True),
-                         ApiKey.id_folded.contains(folded, autoescape=True)))
+                         ApiKey.id_folded.contains(folded, autoescape=True),
+                         ApiKey.key_hint.contains(search, autoescape=True)))
     total = session.scalar(select(func.count()).select_from(ApiKey).where(*where)) or 0
     rows = session.scalars(select(ApiKey).where(*where).order_by(ApiKey.created_at.desc(), ApiKey.pk.desc())
                            .limit(limit).offset(offset)).all() if limit else []
@@ -628,6 +629,14 @@ def end_console_session(session: Session, token_hash: str, *, actor: Actor) -> N
     ended = cast(CursorResult, session.execute(delete(ConsoleSession).where(ConsoleSession.token_hash == token_hash)))
     if ended.rowcount and actor is not None:
         _audit(session, actor, "console.signed_out", "api_key", actor["actor_key_id"])
+
+
+def key_looked_up(session: Session, organization_id: str, key_id: str, *, actor: Actor) -> ApiKey | None:
+    """The live key a secret was found to belong to, its finding recorded (the secret is no part of it)."""
+    row = get_key(session, organization_id, key_id)
+    if row is not None:
+        _audit(session, actor, "key.looked_up", "api_key", key_id)
+    return row
 
 
 def token_issued(session: Session, *, actor: Actor, key_id: str) -> None:
