@@ -14,12 +14,14 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from keyhouse import spec
 from keyhouse.console import ROUTES
-from keyhouse.console.rendering import HERE
+from keyhouse.console.rendering import HERE, SECTIONS
 from keyhouse.store.models import ApiKey, AuditEvent, ConsoleSession
 from tests.conftest import make_app
 
 API = "/api/v1"
+SPEC = spec.document()
 PAGES = [route.path for route in ROUTES if "GET" in route.methods]
 FORMS = [route.path for route in ROUTES if "POST" in route.methods and route.path != "/sign-in"]
 ON_A_KEY = [(method, route.path) for route in ROUTES if "{key_id}" in route.path
@@ -38,9 +40,11 @@ def csrf_of(page: str) -> str:
 
 
 def create(client, csrf, **form) -> tuple[str, str]:
-    """(id, secret) of a key made through the console's form."""
-    page = client.post("/console/keys", data={"csrf": csrf, "type": "secret", "expiry": "never", **form})
-    assert page.status_code == 201, page.text
+    """(id, secret) of a key made through the console's form: the POST leads to the page that shows it."""
+    grant = "picked" if "permissions" in form else "mine"  # unless permissions are ticked: all of the creator's
+    page = client.post("/console/keys", data={"csrf": csrf, "type": "secret", "expiry": "never", "grant": grant,
+                                              **form})
+    assert page.status_code == 200 and "/revealed/" in page.url.path, page.text
     return re.search(r'href="/console/keys/([^"/?]+)"', page.text).group(1), re.search(r'value="(kh_[^"]+)"',
                                                                                       page.text).group(1)
 
@@ -54,7 +58,7 @@ def state(app) -> tuple:
 
 
 def url(path: str, key_id: str) -> str:
-    return "/console" + path.replace("{key_id}", key_id)
+    return "/console" + path.replace("{key_id}", key_id).replace("{reveal_id}", "seen-already")
 
 
 def test_signed_out_every_page_sends_one_to_sign_in_and_every_form_changes_nothing(app, client, world):
@@ -75,7 +79,8 @@ def test_every_page_carries_the_policy_and_is_never_cached(app, client, world):
     key_id, _ = create(client, csrf, name="shown")
     for path in PAGES:
         answer = client.get(url(path, key_id))
-        assert answer.status_code == 200, (path, answer.text)
+        # A reveal's page answers 410 once its secret was shown (here: never held).
+        assert answer.status_code == (410 if "{reveal_id}" in path else 200), (path, answer.text)
         assert answer.headers["content-security-policy"].startswith("default-src 'self'"), path
         assert answer.headers["cache-control"] == "no-store", path
         assert answer.headers["x-frame-options"] == "DENY"
@@ -227,7 +232,7 @@ def test_a_secret_is_on_the_page_that_reveals_it_and_on_no_other_nor_in_any_log(
     csrf = signed_in(client, world.acme_admin)
     key_id, secret = create(client, csrf, name="once")
     rerolled = client.post(f"/console/keys/{key_id}/reroll", data={"csrf": csrf, "grace_period_seconds": "3600"})
-    assert rerolled.status_code == 201 and rerolled.headers["cache-control"] == "no-store"
+    assert rerolled.status_code == 200 and rerolled.headers["cache-control"] == "no-store"
     new_secret = re.search(r'value="(kh_[^"]+)"', rerolled.text).group(1)
     for path in PAGES:
         page = client.get(url(path, key_id)).text
@@ -329,3 +334,189 @@ def test_saving_a_key_keeps_what_the_picker_could_not_list(app, client, world):
         assert saved.status_code == 303, saved.text
     key = client.get(f"{API}/keys/{key_id}", headers=member.bearer).json()
     assert (key["name"], sorted(key["permissions"])) == ("reader, renamed", ["documents:read", "listKeys"])
+
+
+# ------------------------------------------------------------------ every answer under /console is a page
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+SERVED = {}
+for route in ROUTES:
+    SERVED.setdefault(route.path, set()).update(route.methods)
+UNKNOWN = ["/console/no-such-page", "/console/keys/a/b/c", "/console/static/no-such-file.js",
+           "/console/keys/x/revealed"]
+
+
+def _is_a_console_page(answer) -> None:
+    assert answer.headers["content-type"].startswith("text/html"), answer.headers
+    assert answer.headers["content-security-policy"].startswith("default-src 'self'")
+    assert (answer.headers["cache-control"], answer.headers["x-frame-options"]) == ("no-store", "DENY")
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert 'href="/console/keys"' in answer.text  # a way back
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_every_unknown_path_and_method_under_the_console_answers_a_console_page(app, client, world, signed):
+    """Generated from ROUTES: each of the console's paths with every method it does not serve is 405 (with
+    `Allow`), and unknown paths are 404, each the console's own page with its headers."""
+    if signed:
+        signed_in(client, world.acme_admin)
+    before = state(app)
+    for path, methods in SERVED.items():
+        concrete = url(path, world.acme_admin.key_id)
+        for method in METHODS:
+            # (`/keys/new` is also `/keys/{key_id}`, whose POST is a form's)
+            if any(r.path_regex.match(concrete[len("/console"):]) and method in r.methods for r in ROUTES):
+                continue
+            answer = client.request(method, concrete, follow_redirects=False)
+            assert answer.status_code == 405, (method, path, answer.text)
+            assert set(answer.headers["allow"].split(", ")) >= methods - {"HEAD"}, (method, path)
+            _is_a_console_page(answer)
+    for path in UNKNOWN:
+        for method in ("GET", "POST"):
+            answer = client.request(method, path, follow_redirects=False)
+            assert answer.status_code in (404, 405), (method, path)
+            _is_a_console_page(answer)
+    assert state(app) == before
+
+
+# ------------------------------------------------------------------ a form sent again changes nothing
+
+def _form_data(path: str, key_id: str) -> dict:
+    """What each form of the console posts, filled in (read from the form's own fields where it has any)."""
+    return {"/sign-out": {}, "/keys": {"name": "twice", "type": "secret", "expiry": "never", "grant": "mine"},
+            "/keys/{key_id}": {"name": "renamed", "expiry": "keep", "permissions": ["*"]},
+            "/keys/{key_id}/reroll": {"grace_period_seconds": "0"}, "/keys/{key_id}/revoke": {},
+            "/find": {"key": ""}}[path]
+
+
+@pytest.mark.parametrize("path", FORMS)
+def test_a_form_sent_again_is_answered_with_its_first_outcome_and_changes_nothing(app, client, world, path):
+    """Generated from ROUTES: every form of a signed-in page, sent twice with its one-time token (a reload
+    of the page its POST answered, the back button): the second changes nothing and leads where the first did."""
+    csrf = signed_in(client, world.acme_admin)
+    key_id, secret = create(client, csrf, name="target")
+    data = {**_form_data(path, key_id), "csrf": csrf, "once": "the-one-time-token"}
+    if path == "/find":
+        data["key"] = secret
+    first = client.post(url(path, key_id), data=data, follow_redirects=False)
+    assert first.status_code == 303, (path, first.text)
+    after_first = state(app)
+    if path == "/sign-out":  # signed out: sent again, it changes nothing either (and goes to sign in)
+        again = client.post(url(path, key_id), data=data, follow_redirects=False)
+        assert again.status_code == 303 and again.headers["location"].startswith("/console/sign-in")
+    else:
+        again = client.post(url(path, key_id), data=data, follow_redirects=False)
+        assert (again.status_code, again.headers["location"]) == (303, first.headers["location"]), path
+    assert state(app) == after_first, path
+
+
+def test_a_new_secret_is_shown_once_on_a_get_and_a_reload_shows_it_no_more(app, client, world):
+    csrf = signed_in(client, world.acme_admin)
+    answer = client.post("/console/keys", data={"csrf": csrf, "once": "o1", "name": "night", "type": "secret",
+                                                "expiry": "never", "grant": "mine"}, follow_redirects=False)
+    assert answer.status_code == 303 and "kh_" not in answer.headers["location"]
+    reveal = answer.headers["location"]
+    shown = client.get(reveal)
+    secret = re.search(r'value="(kh_[^"]+)"', shown.text).group(1)
+    assert shown.status_code == 200 and shown.headers["cache-control"] == "no-store"
+    with app.runtime.store.session() as s:  # held sealed until shown: no copy of it anywhere now
+        assert secret not in json.dumps([r.reveals for r in s.scalars(select(ConsoleSession))])
+    reloaded = client.get(reveal)
+    assert reloaded.status_code == 410 and secret not in reloaded.text and "Shown already" in reloaded.text
+    # Held sealed under the browser's cookie: not in the store as text, and another session cannot open it.
+    key_id = reveal.split("/")[3]
+    rerolled = client.post(f"/console/keys/{key_id}/reroll", data={"csrf": csrf, "once": "o2",
+                                                                   "grace_period_seconds": "0"}, follow_redirects=False)
+    with app.runtime.store.session() as s:
+        held = json.dumps([r.reveals for r in s.scalars(select(ConsoleSession))])
+    assert "sealed" in held and "kh_" not in held
+    with app.test_client() as other:
+        signed_in(other, world.acme_admin)
+        assert other.get(rerolled.headers["location"]).status_code == 410
+    new_secret = re.search(r'value="(kh_[^"]+)"', client.get(rerolled.headers["location"]).text).group(1)
+    assert new_secret != secret
+    assert client.get(f"{API}/keys", headers={"Authorization": f"Bearer {new_secret}"}).status_code == 200
+    assert client.get(f"{API}/keys", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+
+
+# ------------------------------------------------------------------ what the console offers
+
+@pytest.mark.parametrize("section", [s[0] for s in SECTIONS])
+def test_the_header_offers_only_the_sections_the_key_may_open(app, client, world, section):
+    """Generated from the console's sections: a key holding only a section's operation sees that section
+    in the header and no other, and the section opens."""
+    label, path, operation_id = next(s for s in SECTIONS if s[0] == section)
+    csrf = signed_in(client, world.acme_admin)
+    _, secret = create(client, csrf, name=f"only {operation_id}", permissions=[operation_id])
+    with app.test_client() as narrow:
+        narrow.post("/console/sign-in", data={"key": secret}, follow_redirects=False)
+        page = narrow.get(path)
+        assert page.status_code == 200, page.text
+        nav = re.search(r'<nav aria-label="Sections">(.*?)</nav>', page.text, re.S).group(1)
+        assert re.findall(r'href="([^"]+)"', nav) == [path], nav
+    with app.test_client() as member:  # a member's key holding everything still sees no admin's section
+        signed_in(member, world.acme_member)
+        nav = re.search(r'<nav aria-label="Sections">(.*?)</nav>', member.get("/console/keys").text, re.S).group(1)
+        shown = set(re.findall(r'href="([^"]+)"', nav))
+        admins = {p for _, p, op in SECTIONS if op in app.runtime.policy.admins_only}
+        assert shown == {p for _, p, _ in SECTIONS} - admins, shown
+
+
+def test_a_publishable_key_cannot_sign_in(app, client, world):
+    made = client.post(f"{API}/api-keys", json={"description": "browser", "type": "publishable"},
+                       headers=world.acme_admin.billing)
+    refused = client.post("/console/sign-in", data={"key": made.json()["secretKey"]}, follow_redirects=False)
+    assert refused.status_code == 403 and "publishable" in refused.text.lower()
+    assert "set-cookie" not in refused.headers
+
+
+def test_the_key_page_offers_first_what_to_do_when_it_leaked(app, client, world):
+    csrf = signed_in(client, world.acme_admin)
+    key_id, secret = create(client, csrf, name="leaky")
+    page = client.get(f"/console/keys/{key_id}").text
+    assert page.index("If this key leaked") < page.index("<h2>Reroll</h2>") < page.index("<h2>Edit</h2>")
+    assert re.search(r'<option value="0" selected>none', page), "a reroll offers no grace first"
+    leak = page[page.index("If this key leaked"):page.index("<dl")]
+    assert "Revoke now" in leak and "Reroll with no grace" in leak and 'name="grace_period_seconds" value="0"' in leak
+    assert "refused" in leak  # each says what it does to callers
+    with app.test_client() as found:  # the operator has only the secret: find, then revoke now
+        form_csrf = signed_in(found, world.acme_admin)
+        opened = found.post("/console/find", data={"csrf": form_csrf, "key": secret}, follow_redirects=False)
+        assert opened.status_code == 303 and secret not in opened.headers["location"]
+        assert opened.headers["location"] == f"/console/keys/{key_id}?notice=found"
+        assert found.post(f"/console/keys/{key_id}/revoke", data={"csrf": form_csrf},
+                          follow_redirects=False).headers["location"] == "/console/keys?notice=revoked"
+    assert client.get(f"{API}/keys", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    unknown = client.post("/console/find", data={"csrf": csrf, "key": "kh_unknown"})
+    assert unknown.status_code == 404 and 'role="alert"' in unknown.text and "kh_unknown" not in unknown.text
+
+
+def test_the_trail_says_who_did_what_from_where(app, client, world):
+    csrf = signed_in(client, world.acme_admin)
+    key_id, _ = create(client, csrf, name="before")
+    client.post(f"/console/keys/{key_id}", data={"csrf": csrf, "name": "after", "expiry": "keep",
+                                                 "permissions": ["listKeys"]})
+    events = client.get(f"{API}/audit/events", params={"target_id": key_id}, headers=world.acme_admin.bearer).json()
+    updated = next(e for e in events if e["action"] == "key.updated")
+    assert updated["changes"]["name"] == ["before", "after"]
+    assert updated["changes"]["permissions"] == [["*"], ["listKeys"]]
+    assert (updated["actor_email"], updated["target_name"]) == ("admin@acme.test", "after")
+    for page in (client.get("/console/audit").text, client.get(f"/console/keys/{key_id}").text):
+        assert "admin@acme.test" in page and "<del>before</del> → <ins>after</ins>" in page
+    header = client.get("/console/keys").text
+    assert re.search(r'class="signed-in"[^>]*>admin@acme.test · first key of admin@acme.test', header), header[:2000]
+
+
+def test_the_picker_groups_permissions_by_the_contracts_tags_and_the_choice_is_explicit(app, client, world):
+    csrf = signed_in(client, world.acme_admin)
+    page = client.get("/console/keys/new").text
+    headings = re.findall(r"<summary>([^<]+) <span", page)
+    tags = [t["name"] for t in SPEC["tags"] if t["x-keyhouse-family"] == "keyhouse"] + \
+        [t["name"] for t in SPEC["tags"] if t["x-keyhouse-family"] != "keyhouse"]
+    assert headings == [t for t in tags if t in headings] and headings[0] == "Keys", headings
+    assert "Find a key by its secret" in page  # each operation with its summary
+    assert 'name="grant" value="picked" checked' in page and 'name="grant" value="mine"' in page
+    nothing, _ = create(client, csrf, name="none ticked", grant="picked")
+    everything, _ = create(client, csrf, name="all mine", grant="mine")
+    held = {k["id"]: k["permissions"] for k in client.get(f"{API}/keys", headers=world.acme_admin.bearer).json()}
+    assert (held[nothing], held[everything]) == ([], ["*"])

@@ -55,7 +55,9 @@ def test_a_persons_whole_path_through_the_console(browser, served, tmp_path):
         return httpx.get(f"{api}/keys", headers={"Authorization": f"Bearer {key}"}).status_code
 
     # What an organization has on a working day: keys of its customers, a ruleset, an API it guards.
-    for name, owner in (("billing worker", None), ("cus_7 staging", "cus_7"), ("cus_9 production", "cus_9")):
+    long_name = "tenant-" + "x" * 76  # 83 characters without a space: it wraps, and hides no column
+    for name, owner in (("billing worker", None), ("cus_7 staging", "cus_7"), ("cus_9 production", "cus_9"),
+                        (long_name, "owner-" + "y" * 60)):
         body = {"name": name, **({"owner_id": owner} if owner else {})}
         assert httpx.post(f"{api}/keys", json=body, headers=as_admin).status_code == 201
     ruleset = {"name": "office", "type": "ip", "region": "us-east-1", "include_by_default": False,
@@ -84,6 +86,8 @@ def test_a_persons_whole_path_through_the_console(browser, served, tmp_path):
     assert on("New key")
     browser.find_element(By.ID, "name").send_keys("checkout, production")
     browser.find_element(By.ID, "owner_id").send_keys("cus_42")
+    assert browser.find_element(By.CSS_SELECTOR, "fieldset.picker details[open] summary").text.startswith("Keys")
+    browser.find_element(By.XPATH, "//summary[starts-with(., 'Key verification')]").click()
     for permission in ("listKeys", "getKey", "verifyKey"):
         browser.find_element(By.CSS_SELECTOR, f'input[name="permissions"][value="{permission}"]').click()
     Select(browser.find_element(By.ID, "expiry")).select_by_value("90d")
@@ -96,9 +100,17 @@ def test_a_persons_whole_path_through_the_console(browser, served, tmp_path):
     wait.until(lambda _: copy.text == "Copied")
     assert browser.execute_async_script("navigator.clipboard.readText().then(arguments[0])") == secret
     shot("reveal")
+    # A reload shows it no more, and makes no second key (the POST was answered with a redirect).
+    reveal_page = browser.current_url
+    browser.refresh()
+    assert on("Shown already: checkout, production") and secret not in browser.page_source
+    browser.get(reveal_page)
+    assert secret not in browser.page_source
+    made = httpx.get(f"{api}/keys", params={"search": "checkout"}, headers=as_admin).json()
+    assert len(made) == 1
 
     # The key's page has everything but the secret.
-    browser.find_element(By.PARTIAL_LINK_TEXT, "Done").click()
+    browser.find_element(By.PARTIAL_LINK_TEXT, "Open the key").click()
     assert on("checkout, production")
     assert secret not in browser.page_source and "cus_42" in browser.page_source
     shot("key")
@@ -111,9 +123,13 @@ def test_a_persons_whole_path_through_the_console(browser, served, tmp_path):
     assert rerolled != secret and works(rerolled) == 200 and works(secret) == 200
     assert "previous secret keeps working until" in browser.page_source
 
-    # The list, searched (htmx swaps the table in place as one types).
+    # The list, searched (htmx swaps the table in place as one types); a long name wraps inside the table.
     browser.get(f"{site}/console/keys")
     assert on("Keys") and secret not in browser.page_source and rerolled not in browser.page_source
+    assert browser.execute_script("const t = document.querySelector('.table-wrap');"
+                                  "return t.scrollWidth <= t.clientWidth") is True
+    assert browser.find_element(By.XPATH, "//th[text()='State']").is_displayed()
+    assert rerolled[:7] in browser.find_element(By.ID, "key-table").text  # the masked secret
     shot("keys")
     browser.find_element(By.ID, "q").send_keys("cus_")
     wait.until(lambda _: "2 keys matching" in browser.find_element(By.ID, "key-table").text)
@@ -122,7 +138,27 @@ def test_a_persons_whole_path_through_the_console(browser, served, tmp_path):
     browser.find_element(By.ID, "q").send_keys("checkout")
     wait.until(lambda _: "1 key matching" in browser.find_element(By.ID, "key-table").text)
 
+    # Night: a secret turns up in a public repository. Find its key by the secret, and revoke it now.
+    leaked = httpx.post(f"{api}/keys", json={"name": "leaked", "permissions": ["listKeys"]}, headers=as_admin).json()
+    browser.find_element(By.LINK_TEXT, "Find by secret").click()
+    assert on("Find a key by its secret")
+    shot("find")
+    browser.find_element(By.ID, "key").send_keys(leaked["key"])
+    browser.find_element(By.CSS_SELECTOR, "form.stack button.primary").click()
+    assert on("leaked") and leaked["key"] not in browser.current_url and leaked["key"] not in browser.page_source
+    assert "If this key leaked" in browser.find_element(By.CSS_SELECTOR, ".leak").text
+    browser.find_element(By.XPATH, "//button[text()='Revoke now']").click()
+    assert on("Keys") and "revoked" in browser.find_element(By.CSS_SELECTOR, ".notice").text
+    assert works(leaked["key"]) == 401
+
+    # The revoke page of the long-named key scrolls no sideways.
+    long_key = httpx.get(f"{api}/keys", params={"search": "tenant-"}, headers=as_admin).json()[0]
+    browser.get(f"{site}/console/keys/{long_key['id']}/revoke")
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth") is True
+
     # Revoke, with a confirmation: the key stops working against the API at once.
+    browser.get(f"{site}/console/keys?q=checkout")
+    wait.until(lambda _: "1 key matching" in browser.find_element(By.ID, "key-table").text)
     browser.find_element(By.LINK_TEXT, "checkout, production").click()
     assert on("checkout, production")
     browser.find_element(By.PARTIAL_LINK_TEXT, "Revoke this key").click()
@@ -136,8 +172,9 @@ def test_a_persons_whole_path_through_the_console(browser, served, tmp_path):
     browser.find_element(By.LINK_TEXT, "Audit").click()
     assert on("Audit trail")
     actions = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#events .action")]
-    for step in ("console.signed_in", "key.created", "key.rerolled", "key.revoked"):
+    for step in ("console.signed_in", "key.created", "key.rerolled", "key.revoked", "key.looked_up"):
         assert step in actions, actions
+    assert "leaked" in browser.find_element(By.ID, "events").text  # events name the key, not only its id
     shot("audit")
     browser.find_element(By.CSS_SELECTOR, "form.filters summary").click()
     browser.find_element(By.CSS_SELECTOR, 'input[name="action"][value="key.rerolled"]').click()
@@ -151,11 +188,22 @@ def test_a_persons_whole_path_through_the_console(browser, served, tmp_path):
     assert on("Your APIs") and "documents:read" in browser.page_source
     shot("apis")
 
-    # A phone: the same pages, one column.
+    # A phone: the same pages, one column; on a key's page, what to do when it leaked comes first.
     browser.set_window_size(*PHONE)
     browser.get(f"{site}/console/keys")
     assert on("Keys")
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth") is True
     shot("keys-phone")
+    browser.get(f"{site}/console/keys/{long_key['id']}")
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth") is True
+    leak_top = browser.execute_script("return document.querySelector('.leak').getBoundingClientRect().top")
+    edit_top = browser.execute_script("return [...document.querySelectorAll('h2')].find(h => h.textContent"
+                                      " === 'Edit').getBoundingClientRect().top")
+    assert leak_top < 400 < edit_top, (leak_top, edit_top)
+    shot("key-phone")
+    browser.get(f"{site}/console/audit")
+    assert on("Audit trail")
+    shot("audit-phone")
     browser.set_window_size(*LAPTOP)
 
     # Sign out: the console asks to sign in again, and the old cookie opens nothing.

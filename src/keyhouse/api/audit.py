@@ -5,14 +5,15 @@ from __future__ import annotations
 from ..auth import principal
 from ..runtime import reading
 from ..store import queries
-from ..store.models import AuditEvent
 from .common import iso_z, paging_headers
 
 
-def _event(row: AuditEvent) -> dict:
+def _event(named: queries.NamedEvent) -> dict:
+    row = named.event
     return {"id": row.id, "at": iso_z(row.at), "action": row.action, "actor_user_id": row.actor_user_id,
-            "actor_key_id": row.actor_key_id, "target_type": row.target_type, "target_id": row.target_id,
-            "ip": row.ip, "detail": row.detail}
+            "actor_email": named.actor_email, "actor_key_id": row.actor_key_id,
+            "actor_key_name": named.actor_key_name, "target_type": row.target_type, "target_id": row.target_id,
+            "target_name": named.target_name, "ip": row.ip, "detail": row.detail, "changes": row.changes}
 
 
 def list_audit_events(token_info: dict, limit: int, offset: int, action: list[str] | None = None,

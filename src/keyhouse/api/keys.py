@@ -24,7 +24,8 @@ MAX_META_BYTES = spec.schema(spec.document(), "KeyMeta")["x-keyhouse-max-json-by
 
 
 def _key(row: ApiKey) -> dict:
-    return {"id": row.id, "name": row.description, "masked_key": row.key_hint, "owner_id": row.owner_id, "meta": row.meta, "type": row.type,
+    return {"id": row.id, "name": row.description, "masked_key": row.key_hint, "owner_id": row.owner_id,
+            "meta": row.meta, "type": row.type,
             "permissions": list(row.permissions), "allowed_ips": row.allowed_ips,
             "expires_at": iso_z(row.expires_at) if row.expires_at else None, "credits": _credits_view(row),
             "rate_limit": {"limit": row.verify_limit, "window_seconds": row.verify_window_seconds}

@@ -10,13 +10,15 @@ signing in is console.sessions.
 from __future__ import annotations
 
 from starlette.applications import Starlette
-from starlette.responses import RedirectResponse
-from starlette.routing import Mount, Route
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import pages
-from .rendering import HEADERS, HERE
+from .rendering import HEADERS, HERE, render
 
 PREFIX = "/console"
 
@@ -32,6 +34,9 @@ ROUTES = [
     Route("/keys/{key_id}/reroll", pages.reroll_key, methods=["POST"]),
     Route("/keys/{key_id}/revoke", pages.confirm_revoke, methods=["GET"]),
     Route("/keys/{key_id}/revoke", pages.revoke_key, methods=["POST"]),
+    Route("/keys/{key_id}/revealed/{reveal_id}", pages.revealed, methods=["GET"]),
+    Route("/find", pages.find_form, methods=["GET"]),
+    Route("/find", pages.find_key, methods=["POST"]),
     Route("/rulesets", pages.rulesets, methods=["GET"]),
     Route("/audit", pages.audit, methods=["GET"]),
     Route("/apis", pages.apis, methods=["GET"]),
@@ -50,9 +55,22 @@ class _Static(StaticFiles):
         return response
 
 
+async def _no_such_page(request: Request, exc: Exception) -> Response:
+    """Every answer under /console is one of its pages, with its headers: an unknown path (404) or method
+    (405, with `Allow`) too, never the framework's bare text."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    if status == 405:  # Starlette names the first route's methods only: every route of the path has its say
+        scope = {**request.scope, "path": request.url.path[len(PREFIX):] or "/"}
+        allowed = {m for route in ROUTES if route.matches(scope)[0] != Match.NONE for m in route.methods or ()}
+        headers["Allow"] = ", ".join(sorted(allowed))
+    return render(request, "missing.html", {"status": status}, status=status, headers=headers)
+
+
 def _app() -> Starlette:
     return Starlette(routes=[Mount(PREFIX, routes=[*ROUTES, Mount("/static", _Static(directory=HERE / "static"),
-                                                                  name="static")])])
+                                                                  name="static")])],
+                     exception_handlers={404: _no_such_page, 405: _no_such_page})
 
 
 class Console:

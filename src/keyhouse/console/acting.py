@@ -27,6 +27,23 @@ def _operations() -> dict[str, dict]:
     return {operation["operationId"]: operation for _, _, operation in spec.operations(resolved)}
 
 
+def by_tag(operation_ids: set[str]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The operations among `operation_ids` grouped by their tag, each with its summary: [(tag,
+    [(operationId, summary)])] (what the permission picker shows). keyhouse's own tags come first, then
+    the three families', each in the contract's order."""
+    document = spec.document()
+    tags = document.get("tags", [])
+    order = [t["name"] for t in tags if t.get("x-keyhouse-family") == "keyhouse"] + \
+        [t["name"] for t in tags if t.get("x-keyhouse-family") != "keyhouse"]
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    for operation_id, operation in _operations().items():
+        if operation_id in operation_ids:
+            tag = (operation.get("tags") or ["Other"])[0]
+            grouped.setdefault(tag, []).append((operation_id, operation.get("summary", "")))
+    return [(tag, sorted(grouped[tag])) for tag in sorted(grouped, key=lambda t: (order.index(t) if t in order
+                                                                                 else len(order), t))]
+
+
 def body_schema(operation_id: str) -> dict:
     return _operations()[operation_id]["requestBody"]["content"]["application/json"]["schema"]
 

@@ -1,9 +1,10 @@
 """The console's pages: one function per page or form, each acting through an operation (console.acting).
 
-A page that fails shows why in place, with the status the API would have answered. A POST is answered
-with a redirect to the page that shows its outcome (so reloading repeats nothing), except the two that
-reveal a secret: creating a key and rerolling one answer the page with the secret itself, once; no
-later page has it.
+A page that fails shows why in place, with the status the API would have answered. A POST that succeeds is
+answered with a redirect to the page that shows its outcome (post/redirect/get), and every form carries a
+one-time token: sent again, it is answered with that same page and changes nothing. A new secret (a key
+created or rerolled) is shown on a page of its own, once: held sealed with the session until then
+(console.sessions).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from .. import runtime, spec
 from ..errors import STATUS, ApiError
 from ..store.models import utcnow
 from . import sessions
-from .acting import Acting, check_parameter
+from .acting import Acting, by_tag, check_parameter
 from .rendering import render
 
 PAGE_SIZE = 25
 EXPIRY_PRESETS = {"never": ("never", None), "1d": ("in 1 day", timedelta(days=1)),
                   "7d": ("in 7 days", timedelta(days=7)), "30d": ("in 30 days", timedelta(days=30)),
                   "90d": ("in 90 days", timedelta(days=90)), "365d": ("in 1 year", timedelta(days=365))}
+# The first is what a reroll offers first: a secret is rerolled because it leaked more often than not.
 GRACE_CHOICES = {"0": "none: the old secret stops now", "3600": "1 hour", "86400": "24 hours",
                  "604800": "7 days"}
 AUDIT_ACTIONS = spec.schema(spec.document(), "AuditAction")["enum"]
@@ -37,9 +39,14 @@ def _see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
+def _key_page(key_id: str, **query: str) -> str:
+    return f"/console/keys/{quote(key_id, safe='')}" + (f"?{urlencode(query)}" if query else "")
+
+
 def signed(page: t.Callable) -> t.Callable:
     """A page for the signed in: others are sent to sign in. A POST must come from the console's own
-    pages and carry the session's CSRF token, or it changes nothing (403)."""
+    pages and carry the session's CSRF token, or it changes nothing (403); a form sent again with the same
+    one-time token is answered with where it led the first time, and acted on no more."""
 
     @functools.wraps(page)
     async def checked(request: Request) -> Response:
@@ -49,11 +56,23 @@ def signed(page: t.Callable) -> t.Callable:
             return _failed(request, None, refused)
         if session is None:
             return _see_other("/console/sign-in?" + urlencode({"next": request.url.path}))
-        if request.method == "POST":
-            form = await request.form()
-            if not sessions.same_origin(request) or not sessions.csrf_ok(session, form.get("csrf")):
-                return render(request, "refused.html", {"session": session}, status=403)
-        return await page(request, session)
+        if request.method != "POST":
+            return await page(request, session)
+        form = await request.form()
+        if not sessions.same_origin(request) or not sessions.csrf_ok(session, form.get("csrf")):
+            return render(request, "refused.html", {"session": session}, status=403)
+        once = form.get("once")
+        if not isinstance(once, str) or not once:
+            return await page(request, session)
+        if (earlier := await sessions.claim(session, once[:64])) is not None:
+            return _see_other(earlier or "/console/keys")  # sent again: nothing is done twice
+        response = None
+        try:
+            response = await page(request, session)
+        finally:
+            led = response.headers.get("location") if response is not None and response.status_code == 303 else None
+            await sessions.settle(session, once[:64], led)
+        return response
 
     return checked
 
@@ -131,19 +150,29 @@ async def keys(request: Request, session) -> Response:
                                          "pages": max(1, -(-total // PAGE_SIZE))})
 
 
-async def _permission_choices(acting: Acting, held: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
-    """The permissions the picker offers, grouped: keyhouse's operations the signed-in key holds, each of
-    the organization's APIs' (for those who may list them), and whatever else the key being edited holds
-    (so that saving it keeps what the picker could not list)."""
+Choices = list[tuple[str, list[tuple[str, str, str]]]]  # [(heading, [(permission, label, summary)])]
+
+
+async def _permission_choices(acting: Acting, held: Sequence[str] = ()) -> Choices:
+    """The permissions the picker offers, grouped: keyhouse's operations the signed-in key holds, by the
+    contract's tags, with their summaries; each of the organization's APIs' by its own tags (for those who
+    may list them); and whatever else the key being edited holds (so that saving it keeps what the picker
+    could not list)."""
     policy = runtime.current().policy
-    groups = [("keyhouse", sorted(op for op in policy.expand(list(acting.me.permissions)) if op in policy.operations))]
-    if acting.may("listPlatformApis") and acting.me.is_admin:
+    mine = {op for op in policy.expand(list(acting.me.permissions)) if op in policy.operations}
+    groups: Choices = [(tag, [(op, op, summary) for op, summary in ops]) for tag, ops in by_tag(mine)]
+    if acting.may("listPlatformApis"):
         for api in await acting.call("listPlatformApis"):
-            groups.append((api["name"], [f"{api['name']}:{p['name'] if isinstance(p, dict) else p}"
-                                         for p in api["permissions"]]))
-    offered = {name for _, names in groups for name in names}
+            names = [p["name"] if isinstance(p, dict) else p for p in api["permissions"]]
+            tagged = {name[len("tag:"):]: members for name, members in api["groups"].items()
+                      if name.startswith("tag:")}
+            for tag, members in sorted(tagged.items()):
+                groups.append((f"{api['name']} · {tag}", [(f"{api['name']}:{m}", m, "") for m in members]))
+            if untagged := [n for n in names if not any(n in members for members in tagged.values())]:
+                groups.append((api["name"], [(f"{api['name']}:{n}", n, "") for n in untagged]))
+    offered = {value for _, items in groups for value, _, _ in items}
     if other := [p for p in held if p not in offered]:
-        groups.append(("also held", other))
+        groups.append(("also held", [(p, p, "") for p in other]))
     return groups
 
 
@@ -151,7 +180,7 @@ async def _permission_choices(acting: Acting, held: Sequence[str] = ()) -> list[
 async def new_key(request: Request, session) -> Response:
     acting = Acting(session.me)
     return render(request, "new_key.html", {"session": session, "form": {}, "expiry": EXPIRY_PRESETS,
-                                            "choices": await _permission_choices(acting)})
+                                            "choices": await _permission_choices(acting), "acting": acting})
 
 
 def _lines(text: object) -> list[str] | None:
@@ -172,8 +201,10 @@ async def create_key(request: Request, session) -> Response:
         body["type"] = str(form["type"])
     if form.get("owner_id"):
         body["owner_id"] = str(form["owner_id"]).strip()
-    if permissions := form.getlist("permissions"):
-        body["permissions"] = [str(p) for p in permissions]
+    # The choice is explicit: everything the creator may grant (the API's default), or exactly what is
+    # ticked, none included.
+    if form.get("grant") != "mine":
+        body["permissions"] = [str(p) for p in form.getlist("permissions")]
     if expires := _expires(form.get("expiry")):
         body["expires_at"] = expires
     if ips := _lines(form.get("allowed_ips")):
@@ -182,9 +213,26 @@ async def create_key(request: Request, session) -> Response:
         created = await acting.call("createKey", body=body)
     except ApiError as e:
         return _failed(request, session, e, "new_key.html", form=dict(form), expiry=EXPIRY_PRESETS,
-                       choices=await _permission_choices(acting), picked=set(body.get("permissions", [])))
-    return render(request, "revealed.html", {"session": session, "key": created, "secret": created["key"],
-                                             "what": "created"}, status=201)
+                       choices=await _permission_choices(acting), picked=set(body.get("permissions", [])),
+                       acting=acting)
+    reveal = await sessions.hold_secret(session, created["key"], key_id=created["id"], what="created")
+    return _see_other(f"{_key_page(created['id'])}/revealed/{reveal}")
+
+
+@signed
+async def revealed(request: Request, session) -> Response:
+    """The one page a new secret is on: it is taken out of the store as it is shown."""
+    acting, key_id = Acting(session.me), request.path_params["key_id"]
+    taken = await sessions.take_secret(session, request.path_params["reveal_id"])
+    try:
+        shown = await acting.call("getKey", key_id=key_id)
+    except ApiError as e:
+        return _failed(request, session, e)
+    if taken is None or taken[1]["key_id"] != key_id:
+        return render(request, "revealed.html", {"session": session, "key": shown, "secret": None}, status=410)
+    secret, held = taken
+    return render(request, "revealed.html", {"session": session, "key": shown, "secret": secret,
+                                             "what": held["what"], "until": held.get("until")})
 
 
 @signed
@@ -193,7 +241,7 @@ async def key(request: Request, session) -> Response:
     try:
         shown = await acting.call("getKey", key_id=key_id)
         trail = await acting.call("listAuditEvents", limit=10, offset=0, target_id=key_id) \
-            if acting.me.is_admin and acting.may("listAuditEvents") else None
+            if acting.may("listAuditEvents") else None
         choices = await _permission_choices(acting, shown["permissions"])
     except ApiError as e:
         return _failed(request, session, e)
@@ -215,7 +263,7 @@ async def update_key(request: Request, session) -> Response:
         await acting.call("updateKey", key_id=key_id, body=body)
     except ApiError as e:
         return await _key_failed(request, session, acting, key_id, e)
-    return _see_other(f"/console/keys/{quote(key_id, safe='')}?notice=saved")
+    return _see_other(_key_page(key_id, notice="saved"))
 
 
 async def _key_failed(request: Request, session, acting: Acting, key_id: str, error: ApiError) -> Response:
@@ -237,12 +285,11 @@ async def reroll_key(request: Request, session) -> Response:
         if grace not in GRACE_CHOICES:
             raise ApiError("invalid_body", "Choose one of the grace periods offered.")
         rerolled = await acting.call("rerollKey", key_id=key_id, body={"grace_period_seconds": int(grace)})
-        shown = await acting.call("getKey", key_id=key_id)
     except ApiError as e:
         return await _key_failed(request, session, acting, key_id, e)
-    return render(request, "revealed.html", {"session": session, "key": shown, "secret": rerolled["key"],
-                                             "what": "rerolled", "until": rerolled["previous_secret_valid_until"]},
-                  status=201)
+    reveal = await sessions.hold_secret(session, rerolled["key"], key_id=key_id, what="rerolled",
+                                        until=rerolled["previous_secret_valid_until"] if grace != "0" else None)
+    return _see_other(f"{_key_page(key_id)}/revealed/{reveal}")
 
 
 @signed
@@ -263,6 +310,22 @@ async def revoke_key(request: Request, session) -> Response:
     except ApiError as e:
         return _failed(request, session, e)
     return _see_other("/console/keys?notice=revoked")
+
+
+@signed
+async def find_form(request: Request, session) -> Response:
+    return render(request, "find.html", {"session": session})
+
+
+@signed
+async def find_key(request: Request, session) -> Response:
+    """A key found by its secret (one that leaked): the secret is in this POST's body only, never in a URL."""
+    form, acting = await request.form(), Acting(session.me)
+    try:
+        found = await acting.call("lookupKey", body={"key": str(form.get("key", ""))})
+    except ApiError as e:
+        return _failed(request, session, e, "find.html")
+    return _see_other(_key_page(found["id"], notice="found"))
 
 
 # ------------------------------------------------------------------ rulesets, the trail, APIs

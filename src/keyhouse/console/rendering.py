@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from ..store.models import utcnow
-from .acting import max_length
+from .acting import Acting, max_length
 
 HERE = Path(__file__).parent
 # The vendored htmx and its Subresource Integrity, as scripts/vendor-htmx recorded them.
@@ -65,10 +67,42 @@ def state(key: dict) -> str:
     return "expired" if left <= 0 else "expiring" if left < 7 * 86_400 else "active"
 
 
+# The sections the header links to, each with the operation its page calls: a key sees only those it may call.
+SECTIONS = [("Keys", "/console/keys", "listKeys"), ("Find by secret", "/console/find", "lookupKey"),
+            ("Rulesets", "/console/rulesets", "getTrafficFilterRulesets"),
+            ("Audit", "/console/audit", "listAuditEvents"), ("APIs", "/console/apis", "listPlatformApis")]
+
+
+def sections(session) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """(label, path) of the sections the signed-in key may open."""
+    acting = Acting(session.me)
+    return [(label, path) for label, path, operation_id in SECTIONS if acting.may(operation_id)]
+
+
+def form_tokens(session) -> Markup:  # type: ignore[no-untyped-def]
+    """The hidden fields every form of a signed-in page carries: the session's CSRF token, and a one-time
+    token of this form (sent again, the form changes nothing: pages.signed)."""
+    return Markup('<input type="hidden" name="csrf" value="{}"><input type="hidden" name="once" value="{}">').format(
+        escape(session.csrf_token), secrets.token_urlsafe(16))
+
+
+def changes(event: dict) -> list[tuple[str, str, str]]:
+    """(field, old, new) of what an audit event changed, as people read values."""
+    def shown(value: object) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value) or "none"
+        return json.dumps(value) if isinstance(value, dict) else str(value)
+
+    return [(field, shown(old), shown(new)) for field, (old, new) in (event.get("changes") or {}).items()]
+
+
 templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                         trim_blocks=True, lstrip_blocks=True)
 templates.filters.update(ago=ago, exact=exact, state=state)
-templates.globals.update(htmx=VENDORED["htmx.min.js"], max_length=max_length)
+templates.globals.update(htmx=VENDORED["htmx.min.js"], max_length=max_length, sections=sections,
+                         form_tokens=form_tokens, changes=changes)
 
 
 def render(request: Request, template: str, context: dict | None = None, *, status: int = 200,

@@ -9,16 +9,28 @@ Every form a session posts carries its CSRF token (the synchronizer pattern: a r
 session, compared in constant time); a POST from another origin is refused before that. Both are written
 here rather than taken from a library: the ones for Starlette read the token from a header only, and
 the console's forms must work without JavaScript.
+
+Every form also carries a one-time token of its own: a form sent again (a reload of the page a POST
+answered, the back button) is answered with where its first submission led, and changes nothing.
+
+A new secret is shown on a page of its own (post/redirect/get), once: until then it is held with the
+session, sealed (AES-GCM) under a key derived from the session's cookie token, which only the browser
+holds (the store keeps the token's hash). Neither the store alone nor a log line can open it, and the
+first view takes it out of the store.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -40,6 +52,9 @@ class Session:
     token_hash: str
     csrf_token: str
     me: Principal
+    email: str  # of the person signed in, and the name of the key they signed in with: who the pages say it is
+    key_name: str
+    token: str  # the cookie's token, for this request only: it opens what was sealed for this session
 
 
 async def open_session(request: Request, presented: str, response: Response) -> None:
@@ -66,9 +81,10 @@ async def current_session(request: Request) -> Session | None:
         return None
     rt = runtime.current()
     with rt.store.reading() as s:
-        row = queries.console_session(s, _hash(token))
-        if row is None:
+        named = queries.console_session(s, _hash(token))
+        if named is None:
             return None
+        row = named.row
         found = (row.organization_id, row.key_id, row.secret_version, list(row.permissions), row.csrf_token)
     organization_id, key_id, version, permissions, csrf = found
     try:
@@ -80,7 +96,7 @@ async def current_session(request: Request) -> Session | None:
         with rt.store.session() as s:
             queries.end_console_session(s, _hash(token), actor=None)
         return None
-    return Session(_hash(token), csrf, me)
+    return Session(_hash(token), csrf, me, named.email, named.key_name, token)
 
 
 def close_session(session: Session, response: Response) -> None:
@@ -101,3 +117,41 @@ def same_origin(request: Request) -> bool:
 
 def csrf_ok(session: Session, sent: object) -> bool:
     return isinstance(sent, str) and hmac.compare_digest(sent.encode(), session.csrf_token.encode())
+
+
+# ------------------------------------------------------------------ forms sent once
+
+async def claim(session: Session, once: str) -> str | None:
+    """None when the form with this one-time token is sent for the first time (it is now claimed); else the
+    page its first submission led to ('' while that one is still under way)."""
+    return await runtime.current().store.write(queries.submit_console_form, session.token_hash, once)
+
+
+async def settle(session: Session, once: str, outcome: str | None) -> None:
+    """Where a claimed form led (None: it was refused, and may be sent again)."""
+    await runtime.current().store.write(queries.settle_console_form, session.token_hash, once, outcome)
+
+
+# ------------------------------------------------------------------ a new secret, for one view
+
+def _sealing(session: Session) -> AESGCM:
+    key = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"keyhouse console reveal").derive(session.token.encode())
+    return AESGCM(key)
+
+
+async def hold_secret(session: Session, secret: str, **shown: str | None) -> str:
+    """Holds a new secret, sealed, for its one page; the id of that page. `shown` goes beside it as is."""
+    reveal_id, nonce = secrets.token_urlsafe(16), secrets.token_bytes(12)
+    sealed = _sealing(session).encrypt(nonce, secret.encode(), reveal_id.encode())
+    reveal = {**shown, "sealed": base64.b64encode(nonce + sealed).decode()}
+    await runtime.current().store.write(queries.hold_reveal, session.token_hash, reveal_id, reveal)
+    return reveal_id
+
+
+async def take_secret(session: Session, reveal_id: str) -> tuple[str, dict] | None:
+    """The held secret and what was held beside it, taken out of the store; None once it was shown."""
+    reveal = await runtime.current().store.write(queries.take_reveal, session.token_hash, reveal_id)
+    if reveal is None:
+        return None
+    raw = base64.b64decode(reveal.pop("sealed"))
+    return _sealing(session).decrypt(raw[:12], raw[12:], reveal_id.encode()).decode(), reveal

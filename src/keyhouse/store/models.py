@@ -220,6 +220,12 @@ class ConsoleSession(Base):
     secret_version: Mapped[int] = mapped_column(Integer)
     permissions: Mapped[list] = mapped_column(JSON)
     csrf_token: Mapped[str] = mapped_column(String(64))  # asked of every form the session posts
+    # {form token: the page its submission led to}: a form sent again (a reload, the back button) is
+    # answered with that page and changes nothing. The latest few only (keyhouse.console.sessions).
+    submitted: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
+    # {reveal id: {key_id, what, until, sealed}}: a new secret, sealed under a key derived from the browser's
+    # cookie (which only the browser holds), kept until its one page is viewed.
+    reveals: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
@@ -240,3 +246,5 @@ class AuditEvent(Base):
     target_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # What a change changed: {field: [old, new]}, for fields that are not secret.
+    changes: Mapped[dict | None] = mapped_column(JSON, nullable=True)

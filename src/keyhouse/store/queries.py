@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from .. import credits, keys, spec
 from .models import (
@@ -245,8 +245,8 @@ def _new_secret(session: Session, secret: bytes, row: ApiKey, now: datetime, gra
 
 
 def update_key(session: Session, row: ApiKey, *, actor: Actor, **fields) -> None:
-    _update(session, row, fields)
-    _audit(session, actor, "key.updated", "api_key", row.id)
+    changes = _update(session, row, fields)
+    _audit(session, actor, "key.updated", "api_key", row.id, changes=changes)
 
 
 def reroll_key(session: Session, secret: bytes, row: ApiKey, grace: timedelta, *,
@@ -448,8 +448,8 @@ def insert_ruleset(session: Session, organization_id: str, *, actor: Actor, **fi
 
 
 def update_ruleset(session: Session, ruleset: Ruleset, *, actor: Actor, **fields) -> None:
-    _update(session, ruleset, fields)
-    _audit(session, actor, "ruleset.updated", "ruleset", ruleset.id)
+    changes = _update(session, ruleset, fields)
+    _audit(session, actor, "ruleset.updated", "ruleset", ruleset.id, changes=changes)
 
 
 def rulesets_of(session: Session, organization_id: str, region: str | None = None) -> Sequence[Ruleset]:
@@ -595,12 +595,31 @@ def delete_platform_api(session: Session, row: PlatformApi, *, actor: Actor) -> 
 
 # ------------------------------------------------------------------ audit trail
 
-def _update(session: Session, row: ApiKey | Ruleset | PlatformApi, fields: dict) -> None:
-    """Set the fields of a row and its `updated_at`."""
+# What a column is called where people read the trail (the API's name for it, where the two differ).
+_SHOWN_AS = {"description": "name", "verify_limit": "rate_limit.limit",
+             "verify_window_seconds": "rate_limit.window_seconds", "credits_remaining": "credits.remaining",
+             "credits_refill_amount": "credits.refill.amount",
+             "credits_refill_seconds": "credits.refill.interval_seconds"}
+# Bookkeeping, not something a person changed.
+_UNSHOWN = {"credits_refilled_at", "document"}
+
+
+def _update(session: Session, row: ApiKey | Ruleset | PlatformApi, fields: dict) -> dict:
+    """Set the fields of a row and its `updated_at`; what changed, {field: [old, new]}, for the trail (none
+    of the fields given here is secret: secrets change through _new_secret)."""
+    changes = {}
     for name, value in fields.items():
+        old = getattr(row, name)
+        if old != value and name not in _UNSHOWN:
+            changes[_SHOWN_AS.get(name, name)] = [_plain(old), _plain(value)]
         setattr(row, name, value)
     row.updated_at = utcnow()
     session.flush()
+    return changes
+
+
+def _plain(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 # ------------------------------------------------------------------ the console's sessions
@@ -618,10 +637,72 @@ def start_console_session(session: Session, token_hash: str, csrf_token: str, *,
     _audit(session, actor, "console.signed_in", "api_key", key_id)
 
 
-def console_session(db: Session, token_hash: str) -> ConsoleSession | None:
+class NamedSession(NamedTuple):
+    """A console session, with the names the person signed in is known by (as they are now)."""
+
+    row: ConsoleSession
+    email: str
+    key_name: str
+
+
+def console_session(db: Session, token_hash: str) -> NamedSession | None:
     """The session of a token, while it lasts."""
-    return db.scalars(select(ConsoleSession).where(ConsoleSession.token_hash == token_hash,
-                                                   ConsoleSession.expires_at > utcnow())).one_or_none()
+    found = db.execute(select(ConsoleSession, User.email, ApiKey.description)
+                       .join(User, User.id == ConsoleSession.user_id)
+                       .join(ApiKey, ApiKey.pk == ConsoleSession.key_pk)
+                       .where(ConsoleSession.token_hash == token_hash, ConsoleSession.expires_at > utcnow())).first()
+    return NamedSession(*found) if found else None
+
+
+# How many of a session's latest form submissions are remembered (a form sent again after more than this
+# many others is acted on again: its CSRF token still holds, and the session is hours long at most).
+SUBMISSIONS_KEPT = 64
+
+
+def submit_console_form(session: Session, token_hash: str, once: str) -> str | None:
+    """Claims a form's one-time token for a session: None when it is new (it is now taken, its outcome to
+    come), else where its first submission led ('' while that one is still being acted on)."""
+    row = session.scalars(select(ConsoleSession).where(ConsoleSession.token_hash == token_hash)
+                          .with_for_update()).one_or_none()
+    if row is None:
+        return ""
+    if once in row.submitted:
+        return row.submitted[once]
+    kept = list(row.submitted.items())[-(SUBMISSIONS_KEPT - 1):]
+    row.submitted = {**dict(kept), once: ""}
+    return None
+
+
+def settle_console_form(session: Session, token_hash: str, once: str, outcome: str | None) -> None:
+    """Where a claimed form's submission led; None (it was refused) lets the same form be sent again."""
+    row = session.scalars(select(ConsoleSession).where(ConsoleSession.token_hash == token_hash)
+                          .with_for_update()).one_or_none()
+    if row is not None and once in row.submitted:
+        submitted = dict(row.submitted)
+        if outcome is None:
+            del submitted[once]
+        else:
+            submitted[once] = outcome
+        row.submitted = submitted
+
+
+def hold_reveal(session: Session, token_hash: str, reveal_id: str, reveal: dict) -> None:
+    """Keeps a sealed secret for the session's one view of it."""
+    row = session.scalars(select(ConsoleSession).where(ConsoleSession.token_hash == token_hash)
+                          .with_for_update()).one()
+    row.reveals = {**row.reveals, reveal_id: reveal}
+
+
+def take_reveal(session: Session, token_hash: str, reveal_id: str) -> dict | None:
+    """A sealed secret, gone from the store as it is handed out: it is shown once."""
+    row = session.scalars(select(ConsoleSession).where(ConsoleSession.token_hash == token_hash)
+                          .with_for_update()).one_or_none()
+    if row is None or reveal_id not in row.reveals:
+        return None
+    reveals = dict(row.reveals)
+    reveal = reveals.pop(reveal_id)
+    row.reveals = reveals
+    return reveal
 
 
 def end_console_session(session: Session, token_hash: str, *, actor: Actor) -> None:
@@ -645,7 +726,7 @@ def token_issued(session: Session, *, actor: Actor, key_id: str) -> None:
 
 
 def _audit(session: Session, actor: Actor, action: str, target_type: str, target_id: str,
-           detail: str | None = None) -> None:
+           detail: str | None = None, changes: dict | None = None) -> None:
     if actor is None:
         return
     if action in FEED_ACTIONS:
@@ -655,7 +736,7 @@ def _audit(session: Session, actor: Actor, action: str, target_type: str, target
         session.execute(select(Organization.id).where(Organization.id == actor["organization_id"])
                         .with_for_update())
     session.add(AuditEvent(**actor, action=action, target_type=target_type, target_id=target_id, detail=detail,
-                           at=utcnow()))
+                           changes=changes or None, at=utcnow()))
     if action in FEED_ACTIONS:
         session.flush()
         if session.get_bind().dialect.name == "postgresql":  # wakes the feed's long-polls when this commits
@@ -717,8 +798,18 @@ def insert_events(session: Session, events: Sequence[dict]) -> None:
         session.add_all(AuditEvent(**event) for event in events)
 
 
+class NamedEvent(NamedTuple):
+    """An event of the trail, with the names people know its actor and target by (as they are now)."""
+
+    event: AuditEvent
+    actor_email: str | None
+    actor_key_name: str | None
+    target_name: str | None
+
+
 def page_events(session: Session, organization_id: str, limit: int, offset: int, *,
-                actions: Sequence[str] | None = None, target_id: str | None = None) -> tuple[int, Sequence[AuditEvent]]:
+                actions: Sequence[str] | None = None,
+                target_id: str | None = None) -> tuple[int, list[NamedEvent]]:
     """(total, one page) of the organization's audit trail, newest first, of some actions or one target."""
     where = [AuditEvent.organization_id == organization_id]
     if actions:
@@ -726,7 +817,14 @@ def page_events(session: Session, organization_id: str, limit: int, offset: int,
     if target_id is not None:
         where.append(AuditEvent.target_id == target_id)
     total = session.scalar(select(func.count()).select_from(AuditEvent).where(*where))
-    rows = session.scalars(
-        select(AuditEvent).where(*where).order_by(AuditEvent.id.desc()).limit(limit).offset(offset)
-    ).all() if limit else []
-    return total or 0, rows
+    if not limit:
+        return total or 0, []
+    actor_key, target_key = aliased(ApiKey), aliased(ApiKey)
+    page = (select(AuditEvent, User.email, actor_key.description, target_key.description).where(*where)
+            .outerjoin(User, User.id == AuditEvent.actor_user_id)
+            .outerjoin(actor_key, (actor_key.organization_id == AuditEvent.organization_id)
+                       & (actor_key.id == AuditEvent.actor_key_id))
+            .outerjoin(target_key, (target_key.organization_id == AuditEvent.organization_id)
+                       & (target_key.id == AuditEvent.target_id) & (AuditEvent.target_type == "api_key"))
+            .order_by(AuditEvent.id.desc()).limit(limit).offset(offset))
+    return total or 0, [NamedEvent(*row) for row in session.execute(page)]
