@@ -520,3 +520,18 @@ def test_the_picker_groups_permissions_by_the_contracts_tags_and_the_choice_is_e
     everything, _ = create(client, csrf, name="all mine", grant="mine")
     held = {k["id"]: k["permissions"] for k in client.get(f"{API}/keys", headers=world.acme_admin.bearer).json()}
     assert (held[nothing], held[everything]) == ([], ["*"])
+
+
+def test_the_sign_in_form_sent_again_opens_no_second_session(app, client, world):
+    for _ in range(2):
+        answer = client.post("/console/sign-in", data={"key": world.acme_admin.key}, follow_redirects=False)
+        assert answer.status_code == 303
+    with app.runtime.store.session() as s:
+        assert s.scalar(select(func.count()).select_from(ConsoleSession)) == 1
+        assert s.scalar(select(func.count()).select_from(AuditEvent)
+                        .where(AuditEvent.action == "console.signed_in")) == 1
+    with app.test_client() as other:  # another key, in the same browser: a session of its own
+        other.cookies = client.cookies
+        other.post("/console/sign-in", data={"key": world.acme_member.key}, follow_redirects=False)
+    with app.runtime.store.session() as s:
+        assert s.scalar(select(func.count()).select_from(ConsoleSession)) == 2

@@ -61,6 +61,9 @@ async def open_session(request: Request, presented: str, response: Response) -> 
     """Signs in with `presented` (refused as a request with it would be) and sets the session's cookie."""
     rt = runtime.current()
     me = await sign_in(rt, presented, client_ip(request.scope))
+    if (current := await current_session(request)) is not None and \
+            (current.me.key_id, current.me.secret_version) == (me.key_id, me.secret_version):
+        return  # signed in with this key already (the sign-in form sent again): nothing more to open
     token, lifetime = secrets.token_urlsafe(32), rt.settings.console_session_seconds
     with rt.store.session() as s:
         queries.start_console_session(s, _hash(token), secrets.token_urlsafe(32), actor=me.actor(),
