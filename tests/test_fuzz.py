@@ -54,8 +54,9 @@ class BearerKey:
 # random ids: valid cases name them half of the time (path parameters, and the body fields that name keys
 # and users). They are put back before every call, whatever an earlier example deleted.
 with APP.runtime.store.session() as _s:
-    TARGET_ID = queries.issue_key(_s, SECRET, actor=None, organization_id=ADMIN.organization_id, user_id=ADMIN.user_id,
-                                  description="fuzz target")[0].id
+    _target, TARGET_SECRET = queries.issue_key(_s, SECRET, actor=None, organization_id=ADMIN.organization_id,
+                                               user_id=ADMIN.user_id, description="fuzz target")
+    TARGET_ID = _target.id
 with APP.test_client() as _client:
     RULESET_ID = _client.post("/api/v1/deployments/traffic-filter/rulesets",
                               headers={"Authorization": f"Bearer {ADMIN.key}"},
@@ -68,7 +69,8 @@ with APP.runtime.store.session() as _s:
 REAL_PATH = {"user_id": ADMIN.user_id, "api_key_id": TARGET_ID, "id": TARGET_ID, "key_id": TARGET_ID,
              "ruleset_id": RULESET_ID, "association_type": "deployment", "associated_entity_id": "dep-fuzz",
              "api_name": "fuzz-api"}
-REAL_BODY = {"keys": [TARGET_ID], "api_key_ids": [TARGET_ID], "user_id": ADMIN.user_id}
+# (`key`: the secret verify and lookup are asked about; a rerolled-away secret still finds its key)
+REAL_BODY = {"keys": [TARGET_ID], "api_key_ids": [TARGET_ID], "user_id": ADMIN.user_id, "key": TARGET_SECRET}
 REAL_QUERY = {"after": "0"}  # the change feed's first cursor, always one of the organization's
 
 
