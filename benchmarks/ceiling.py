@@ -25,7 +25,7 @@ from connexion.resolver import Resolver
 
 from keyhouse import spec as contract
 from keyhouse.app import API_OPTIONS
-from keyhouse.framework import SECURITY_MAP, OnceAsyncApp, middlewares
+from keyhouse.framework import SECURITY_MAP, OnceAsyncApp, stack
 
 with open(os.environ["KEYHOUSE_BENCH_STATIC"]) as f:
     _answers = json.load(f)
@@ -66,7 +66,7 @@ async def _unmeasured(**_params):
 
 
 if os.environ.get("KEYHOUSE_BENCH_CEILING") == "fixed":
-    app = OnceAsyncApp(__name__, middlewares=middlewares(), security_map=SECURITY_MAP)
+    app = OnceAsyncApp(__name__, middlewares=stack(), security_map=SECURITY_MAP)
 else:
     app = AsyncApp(__name__)
 app.add_api(_contract(), resolver=Resolver(function_resolver=lambda op: _HANDLERS.get(op, _unmeasured)), **API_OPTIONS)

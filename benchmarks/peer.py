@@ -49,8 +49,8 @@ from pythonjsonlogger.json import JsonFormatter
 
 from keyhouse import keys
 from keyhouse.config import Settings
-from keyhouse.store import queries
-from keyhouse.store.queries import Credential
+from keyhouse.store import api_keys, credentials
+from keyhouse.store.credentials import Credential
 from keyhouse.store.session import Store
 
 settings = Settings.from_env()
@@ -122,7 +122,7 @@ def from_allowed_ip(key: Credential, client: str | None) -> bool:
 async def lookup(presented: str | None) -> Credential | None:
     if not presented or not keys.is_well_formed(presented):
         return None
-    return await store.read(queries.credential_by_hash, keys.hash_key(settings.secret, presented))
+    return await store.read(credentials.credential_by_hash, keys.hash_key(settings.secret, presented))
 
 
 async def within_limits(key: Credential) -> bool:
@@ -186,7 +186,7 @@ async def get_api_key_collection(response: Response, me: Annotated[Credential, D
                                  limit: Annotated[int, Query(ge=0, le=1000)] = 100,
                                  offset: Annotated[int, Query(ge=0)] = 0):
     owner = None if me.role == "admin" else me.user_id
-    total, rows = await store.read(queries.page_keys, me.organization_id, owner_id=owner, match=[],
+    total, rows = await store.read(api_keys.page_keys, me.organization_id, owner_id=owner, match=[],
                                    order=[("created_at", True)], limit=limit, offset=offset)
     response.headers.update({"Pagination-Total": str(total), "Pagination-Limit": str(limit),
                              "Pagination-Offset": str(offset)})

@@ -21,9 +21,10 @@ import uuid
 
 from sqlalchemy import create_engine, text
 
+from keyhouse import keys
 from keyhouse.app import create_app
 from keyhouse.config import Settings
-from keyhouse.store import queries
+from keyhouse.store import api_keys, organizations
 from keyhouse.store.session import Store
 
 SORTS = ["id", "description", "type", "apiUser", "createdTime", "updatedTime"]
@@ -60,11 +61,12 @@ def main() -> int:
         actors = {}
         for label, count in (("small", args.small), ("big", args.big)):
             with store.session() as s:
-                org = queries.create_organization(s, label).id
-                user = queries.create_user(s, org, f"{label}@bench.test", "admin").id
-                _, key = queries.issue_key(s, SECRET, actor=None, organization_id=org, user_id=user,
-                                           description="Ärger bench",
-                                           api_user="Élodie Ærøskøbing")
+                org = organizations.create_organization(s, label).id
+                user = organizations.create_user(s, org, f"{label}@bench.test", "admin").id
+                new = keys.new(SECRET)
+                key = new.plaintext
+                api_keys.issue_key(s, api_keys.Hashed(new.hash, new.hint), actor=None, organization_id=org,
+                                   user_id=user, description="Ärger bench", api_user="Élodie Ærøskøbing")
             actors[label] = key
             env = {**os.environ, "KEYHOUSE_DATABASE_URL": url, "KEYHOUSE_SECRET": SECRET.decode()}
             subprocess.run([sys.executable, "-m", "keyhouse.cli", "keys", "load", "--organization", org, "--user", user,

@@ -24,9 +24,10 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from keyhouse import keys
 from keyhouse.app import create_app
 from keyhouse.config import Settings
-from keyhouse.store import queries
+from keyhouse.store import api_keys, organizations
 from keyhouse.store.models import Base
 from keyhouse.store.session import Store
 
@@ -94,6 +95,14 @@ def make_app(tmp_path, **overrides):
 SLOW_MODULES = {"test_fuzz", "test_clients", "test_swagger_ui", "test_faults", "test_concurrency", "test_outage"}
 
 
+def pytest_ignore_collect(collection_path, config):
+    """The fuzz builds its app and reads the schema when collected (seconds): not collected at all when the
+    run leaves the slow tests out."""
+    if collection_path.name == "test_fuzz.py" and "not slow" in (config.getoption("markexpr") or ""):
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "served" in item.fixturenames or item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
@@ -115,17 +124,23 @@ def pytest_sessionfinish(session, exitstatus):
     engine.dispose()
 
 
+def issue_key(session, secret: bytes = SECRET, **fields):
+    """(row, plaintext) of a key issued straight into the store, as a test's setup does (no actor)."""
+    new = keys.new(secret)
+    return api_keys.issue_key(session, api_keys.Hashed(new.hash, new.hint), actor=None, **fields), new.plaintext
+
+
 def add_actor(app, organization_id: str, email: str, role: str) -> Actor:
     with app.runtime.store.session() as s:
-        user = queries.create_user(s, organization_id, email, role)
-        row, plaintext = queries.issue_key(s, SECRET, actor=None, organization_id=organization_id, user_id=user.id,
-                                           description=f"first key of {email}")
+        user = organizations.create_user(s, organization_id, email, role)
+        row, plaintext = issue_key(s, organization_id=organization_id, user_id=user.id,
+                                   description=f"first key of {email}")
         return Actor(organization_id, user.id, role, plaintext, row.id)
 
 
 def add_organization(app, name: str) -> str:
     with app.runtime.store.session() as s:
-        return queries.create_organization(s, name).id
+        return organizations.create_organization(s, name).id
 
 
 @pytest.fixture(scope="session")

@@ -94,13 +94,13 @@ def test_create_returns_the_key_once_and_it_works(client, world):
 
 
 def test_expired_key_is_refused(client, world, app):
-    from keyhouse.store import queries
+    from keyhouse.store import api_keys
 
     r = client.post(f"{API}/users/auth/keys", json={"description": "short", "expiration": "1h"},
                     headers=world.acme_admin.cloud)
     key = r.json()["key"]
     with app.runtime.store.session() as s:
-        row = queries.get_key(s, world.acme_admin.organization_id, r.json()["id"])
+        row = api_keys.get_key(s, world.acme_admin.organization_id, r.json()["id"])
         row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
     denied = client.get(f"{API}/users/{world.acme_admin.user_id}/auth/keys", headers={"Authorization": f"ApiKey {key}"})
     assert denied.status_code == 401

@@ -200,9 +200,9 @@ def test_verify_codes(app, client, world):
 
     short = client.post(f"{API}/users/auth/keys", json={"description": "s", "expiration": "1h"},
                         headers=gateway.cloud).json()
-    from keyhouse.store import queries
+    from keyhouse.store import api_keys
     with app.runtime.store.session() as s:
-        queries.get_key(s, gateway.organization_id, short["id"]).expires_at = datetime.now(UTC) - timedelta(1)
+        api_keys.get_key(s, gateway.organization_id, short["id"]).expires_at = datetime.now(UTC) - timedelta(1)
     assert verify(client, gateway, key=short["key"])["code"] == "EXPIRED"
 
 

@@ -16,9 +16,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import delete, func, select, update
 
 from keyhouse import spec
-from keyhouse.store import queries
+from keyhouse.store import platform_apis, rulesets
 from keyhouse.store.models import ApiKey, Association, AuditEvent, Organization, PlatformApi, RetiredSecret, Ruleset
-from tests.conftest import SECRET, add_actor, add_organization, make_app
+from tests.conftest import add_actor, add_organization, issue_key, make_app
 
 _DIR = Path(tempfile.mkdtemp(prefix="keyhouse-fuzz-"))
 # Limits it never reaches: whether a long run meets a 429 would depend on timing, and Hypothesis needs
@@ -54,7 +54,7 @@ class BearerKey:
 # random ids: valid cases name them half of the time (path parameters, and the body fields that name keys
 # and users). They are put back before every call, whatever an earlier example deleted.
 with APP.runtime.store.session() as _s:
-    _target, TARGET_SECRET = queries.issue_key(_s, SECRET, actor=None, organization_id=ADMIN.organization_id,
+    _target, TARGET_SECRET = issue_key(_s, organization_id=ADMIN.organization_id,
                                                user_id=ADMIN.user_id, description="fuzz target")
     TARGET_ID = _target.id
 with APP.test_client() as _client:
@@ -77,12 +77,12 @@ REAL_QUERY = {"after": "0"}  # the change feed's first cursor, always one of the
 def _put_back_targets() -> None:
     with APP.runtime.store.session() as s:
         s.execute(update(ApiKey).where(ApiKey.id == TARGET_ID).values(revoked_at=None, expires_at=None))
-        ruleset = s.get(Ruleset, RULESET_ID) or queries.insert_ruleset(s, ADMIN.organization_id, actor=None,
+        ruleset = s.get(Ruleset, RULESET_ID) or rulesets.insert_ruleset(s, ADMIN.organization_id, actor=None,
                                                                        id=RULESET_ID,
                                                                         **RULESET)
-        queries.add_association(s, ruleset, "deployment", "dep-fuzz", actor=None)
-        if queries.platform_api(s, ADMIN.organization_id, "fuzz-api") is None:
-            queries.declare_platform_api(s, ADMIN.organization_id, "fuzz-api", actor=None, source="scopes",
+        rulesets.add_association(s, ruleset, "deployment", "dep-fuzz", actor=None)
+        if platform_apis.platform_api(s, ADMIN.organization_id, "fuzz-api") is None:
+            platform_apis.declare_platform_api(s, ADMIN.organization_id, "fuzz-api", actor=None, source="scopes",
                                          document=None, permissions=["read"], groups={})
         live = select(func.count()).select_from(ApiKey).where(
             ApiKey.organization_id == ADMIN.organization_id, ApiKey.revoked_at.is_(None)).scalar_subquery()

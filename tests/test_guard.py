@@ -346,3 +346,10 @@ def test_a_key_that_cannot_read_the_feed_is_said_clearly_at_start_up(caplog):
     assert len(said) == 1 and said[0].levelno == logging.ERROR, [r.getMessage() for r in said]
     assert "listKeyChanges" in said[0].getMessage() and "403" in said[0].getMessage()
     assert len(feed_requests) == 1  # asked again only after FEED_REFUSED_BACKOFF, not every second
+
+
+def test_the_client_says_it_is_typed():
+    """PEP 561: the client ships `py.typed`, so a type checker reads its annotations."""
+    from importlib.resources import files
+
+    assert files("keyhouse_client").joinpath("py.typed").is_file()

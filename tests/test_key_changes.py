@@ -123,7 +123,7 @@ def test_on_postgresql_a_commit_wakes_the_waits_at_once(app):
     import pytest
 
     from keyhouse.changes import SAFETY_SECONDS
-    from keyhouse.store import queries
+    from keyhouse.store import api_keys
     from tests.conftest import POSTGRES_URL, add_actor, add_organization
 
     if not POSTGRES_URL:
@@ -139,8 +139,8 @@ def test_on_postgresql_a_commit_wakes_the_waits_at_once(app):
 
             def revoke():
                 with app.runtime.store.session() as s:
-                    row = queries.get_key(s, org, actor.key_id)
-                    queries.revoke_keys(s, [row], actor={"organization_id": org, "actor_user_id": actor.user_id,
+                    row = api_keys.get_key(s, org, actor.key_id)
+                    api_keys.revoke_keys(s, [row], actor={"organization_id": org, "actor_user_id": actor.user_id,
                                                          "actor_key_id": actor.key_id, "ip": None})
 
             loop = asyncio.get_running_loop()

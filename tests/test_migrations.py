@@ -7,10 +7,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
 
-from keyhouse.store import queries
+from keyhouse import keys
+from keyhouse.store import api_keys, credentials
 from keyhouse.store.models import ApiKey, Base, Organization
 from keyhouse.store.session import Store
-from tests.conftest import SECRET, database_url, migrated
+from tests.conftest import SECRET, database_url, issue_key, migrated
 
 
 def test_migrations_match_the_models(tmp_path):
@@ -31,17 +32,18 @@ def test_the_live_key_counter_follows_creates_revokes_and_reissues(app, world):
     org, user = world.acme_admin.organization_id, world.acme_admin.user_id
     rng = random.Random(7)
     with store.session() as s:
-        rows = [queries.issue_key(s, SECRET, actor=None, organization_id=org, user_id=user, description=f"k{i}")[0]
+        rows = [issue_key(s, organization_id=org, user_id=user, description=f"k{i}")[0]
                 for i in range(30)]
-        queries.revoke_keys(s, rng.sample(rows, 12), actor=None)
-        queries.revoke_keys(s, rows[:5], actor=None)  # revoking twice counts once
+        api_keys.revoke_keys(s, rng.sample(rows, 12), actor=None)
+        api_keys.revoke_keys(s, rows[:5], actor=None)  # revoking twice counts once
         for row in [r for r in rows if r.revoked_at is not None][:3]:
-            queries.reissue_key(s, SECRET, row, actor=None)
+            new = keys.new(SECRET)
+            api_keys.reissue_key(s, api_keys.Hashed(new.hash, new.hint), row, actor=None)
     with store.session() as s:
         counted = s.scalar(select(func.count()).select_from(ApiKey).where(
             ApiKey.organization_id == org, ApiKey.revoked_at.is_(None)))
         assert s.scalar(select(Organization.live_keys).where(Organization.id == org)) == counted
-        total, _ = queries.page_keys(s, org, owner_id=None, match=[], order=[("created_at", True)], limit=1, offset=0)
+        total, _ = api_keys.page_keys(s, org, owner_id=None, match=[], order=[("created_at", True)], limit=1, offset=0)
         assert total == counted
 
 
@@ -77,6 +79,6 @@ def test_0003_keeps_a_grace_window_and_folds_the_keys_already_stored(tmp_path):
         retired = s.scalars(select(RetiredSecret)).one()
         assert (retired.key_hash, retired.key_pk, retired.version) == ("old-hash", key.pk, 0)
         assert retired.valid_until.replace(tzinfo=None) == until.replace(microsecond=retired.valid_until.microsecond)
-        credential = queries.credential_by_hash(s, "old-hash")
+        credential = credentials.credential_by_hash(s, "old-hash")
         assert credential.key_id == "MiXeD" and credential.retired_until > datetime.now(UTC)
     store.dispose()

@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import select
 
 from keyhouse import keys, spec
-from keyhouse.store import queries
+from keyhouse.store import credentials
 from keyhouse.store.models import ApiKey, Association, PlatformApi, Ruleset
 from keyhouse.validation import compiled
-from tests.conftest import SECRET
+from tests.conftest import SECRET, issue_key
 
 SPEC = spec.document()
 OPERATIONS = [(method, path, op) for path, item in SPEC["paths"].items() for method, op in item.items()
@@ -266,7 +266,7 @@ def test_api2_expired_keys_are_refused_everywhere(app, client, victim):
     from keyhouse.store.models import utcnow
 
     with app.runtime.store.session() as s:
-        _, plaintext = queries.issue_key(s, SECRET, actor=None, organization_id=victim.admin.organization_id,
+        _, plaintext = issue_key(s, organization_id=victim.admin.organization_id,
                                          user_id=victim.admin.user_id, description="expired",
                                          expires_at=utcnow() - timedelta(seconds=1))
     for method, path, op in OPERATIONS:
@@ -305,13 +305,13 @@ def test_api3_read_only_fields_are_refused_on_create_and_never_stored(app, clien
 
 def test_lookups_are_by_keyed_hash_and_malformed_guesses_never_reach_the_database(client, victim, monkeypatch):
     looked_up = []
-    real = queries.credential_by_hash
+    real = credentials.credential_by_hash
 
     def spy(db, digest):
         looked_up.append(digest)
         return real(db, digest)
 
-    monkeypatch.setattr(queries, "credential_by_hash", spy)
+    monkeypatch.setattr(credentials, "credential_by_hash", spy)
     good = victim.admin.key
     body = good[:-keys.CHECKSUM_LENGTH]
     wrong_last = body[:-1] + ("a" if body[-1] != "a" else "b")

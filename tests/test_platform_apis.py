@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from keyhouse.store import queries
+from keyhouse.store import platform_apis
 from keyhouse.store.models import PlatformApi
 
 API = "/api/v1"
@@ -157,7 +157,7 @@ def test_an_organization_declares_a_bounded_number_of_apis(app, client, world):
 
     with app.runtime.store.session() as s:
         for i in range(MAX_APIS - 1):
-            queries.declare_platform_api(s, world.acme_admin.organization_id, f"api-{i}", actor=None,
+            platform_apis.declare_platform_api(s, world.acme_admin.organization_id, f"api-{i}", actor=None,
                                          source="scopes", document=None, permissions=["p"], groups={})
     assert declare(client, world.acme_admin, name="last", scopes=["p"]).status_code == 201
     over = declare(client, world.acme_admin, name="one-more", scopes=["p"])

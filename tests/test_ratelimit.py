@@ -182,13 +182,14 @@ def test_an_unreachable_redis_fails_open(tmp_path):
 
 def test_a_client_guessing_keys_is_stopped_before_the_database(tmp_path, monkeypatch):
     from keyhouse import keys
-    from keyhouse.store import queries
+    from keyhouse.store import credentials
 
     app = make_app(tmp_path, refused_credential_limit="5/minute")
     actor = add_actor(app, add_organization(app, "guessed"), "g@guessed.test", "admin")
     lookups = []
-    real = queries.credential_by_hash
-    monkeypatch.setattr(queries, "credential_by_hash", lambda db, digest: lookups.append(digest) or real(db, digest))
+    real = credentials.credential_by_hash
+    monkeypatch.setattr(credentials, "credential_by_hash",
+                        lambda db, digest: lookups.append(digest) or real(db, digest))
     with app.test_client() as client:
         for _ in range(5):  # well-formed guesses: each is looked up, and refused
             assert client.get("/api/v1/api-keys", headers={"REB-APIKEY": keys.generate()}).status_code == 401

@@ -111,12 +111,12 @@ def test_association_input_is_validated(client, world):
 
 def test_an_organization_holds_at_most_1024_rulesets(app, client, world):
     from keyhouse.api.traffic_filters import MAX_RULESETS
-    from keyhouse.store import queries
+    from keyhouse.store import rulesets
 
     org = world.acme_admin.organization_id
     with app.runtime.store.session() as s:
         for i in range(MAX_RULESETS - 1):
-            queries.insert_ruleset(s, org, actor=None, name=f"r{i}", type="ip", region="us-east-1",
+            rulesets.insert_ruleset(s, org, actor=None, name=f"r{i}", type="ip", region="us-east-1",
                                    include_by_default=False,
                                    rules=[{"source": "192.0.2.1"}])
     body = {"name": "last", "type": "ip", "region": "us-east-1", "rules": [{"source": "192.0.2.1"}]}

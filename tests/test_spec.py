@@ -117,10 +117,17 @@ def test_the_workspace_list_documents_every_error_status_of_its_source_api():
 
 
 def test_every_operation_belongs_to_a_family_through_its_tag():
-    """The envelope of an operation's errors is its tag's `x-keyhouse-family` (keyhouse.errors.Dressing)."""
+    """The envelope of an operation's errors is its tag's `x-keyhouse-family` (keyhouse.errors.ErrorEnvelopes)."""
     families = {tag["name"]: tag.get("x-keyhouse-family") for tag in SPEC["tags"]}
     assert set(families.values()) == {"cloud", "billing", "workspace", "keyhouse"}
     for _, _, op in OPERATIONS:
         assert families[op["tags"][0]], op["operationId"]
     assert {tag.get("x-keyhouse-area") for tag in SPEC["tags"] if families[tag["name"]] == "cloud"} == {
         "api_keys", "traffic_filter"}
+
+
+def test_the_stores_feed_actions_are_the_contracts():
+    """The store marks which audit events are changes of the feed without reading the contract: held here."""
+    from keyhouse.store.trail import FEED_ACTIONS
+
+    assert FEED_ACTIONS == set(SPEC["components"]["schemas"]["KeyChange"]["properties"]["action"]["enum"])

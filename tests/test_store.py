@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from keyhouse.store import queries
-from tests.conftest import SECRET
+from keyhouse.store import api_keys, credentials, organizations
+from tests.conftest import SECRET, issue_key
 
 
 def _everything_stored(app, tmp_path) -> bytes:
@@ -22,7 +22,7 @@ def _everything_stored(app, tmp_path) -> bytes:
 
 def test_plaintext_is_never_written_to_the_database(app, world, tmp_path):
     with app.runtime.store.session() as s:
-        _, plaintext = queries.issue_key(s, SECRET, actor=None, organization_id=world.acme_admin.organization_id,
+        _, plaintext = issue_key(s, organization_id=world.acme_admin.organization_id,
                                          user_id=world.acme_admin.user_id, description="probe")
     raw = _everything_stored(app, tmp_path)
     assert world.acme_admin.key_id.encode() in raw  # the probe reads what is stored
@@ -35,26 +35,26 @@ def test_credential_lookup_by_hash(app, world):
     from keyhouse import keys
 
     with app.runtime.store.session() as s:
-        found = queries.credential_by_hash(s, keys.hash_key(SECRET, world.acme_member.key))
-        missing = queries.credential_by_hash(s, keys.hash_key(SECRET, keys.generate()))
+        found = credentials.credential_by_hash(s, keys.hash_key(SECRET, world.acme_member.key))
+        missing = credentials.credential_by_hash(s, keys.hash_key(SECRET, keys.generate()))
     assert found.user_id == world.acme_member.user_id and found.role == "member"
     assert missing is None
 
 
 def test_users_of_another_organization_do_not_exist(app, world):
     with app.runtime.store.session() as s:
-        assert queries.get_user(s, world.acme_admin.organization_id, world.acme_member.user_id) is not None
-        assert queries.get_user(s, world.acme_admin.organization_id, world.globex_admin.user_id) is None
+        assert organizations.get_user(s, world.acme_admin.organization_id, world.acme_member.user_id) is not None
+        assert organizations.get_user(s, world.acme_admin.organization_id, world.globex_admin.user_id) is None
 
 
 def test_page_keys_counts_the_collection_not_the_page(app, world):
     org, user = world.acme_admin.organization_id, world.acme_admin.user_id
     with app.runtime.store.session() as s:
         for i in range(5):
-            queries.issue_key(s, SECRET, actor=None, organization_id=org, user_id=user, description=f"k{i}",
+            issue_key(s, organization_id=org, user_id=user, description=f"k{i}",
                               type="publishable" if i % 2 else "secret")
     with app.runtime.store.session() as s:
-        total, rows = queries.page_keys(s, org, owner_id=None, match=[("type", ["PUBLISHABLE"])],
+        total, rows = api_keys.page_keys(s, org, owner_id=None, match=[("type", ["PUBLISHABLE"])],
                                         order=[("description", False)], limit=1, offset=1)
     assert total == 2
     assert [r.description for r in rows] == ["k3"]
@@ -78,11 +78,11 @@ def test_one_statement_reads_run_without_a_transaction_and_the_others_within_one
     event.listen(store.engine, "before_cursor_execute", statement)
     try:
         digest = keys.hash_key(SECRET, world.acme_member.key)
-        found = store._read(queries.credential_by_hash, digest)  # what `read` runs
+        found = store._read(credentials.credential_by_hash, digest)  # what `read` runs
         assert found is not None and found.user_id == world.acme_member.user_id
         one = list(seen)
         seen.clear()
-        store._read(lambda c: [queries.credential_by_hash(c, digest), queries.credential_by_hash(c, digest)])
+        store._read(lambda c: [credentials.credential_by_hash(c, digest), credentials.credential_by_hash(c, digest)])
         several = list(seen)
     finally:
         event.remove(store.engine, "before_cursor_execute", statement)

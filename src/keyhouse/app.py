@@ -10,18 +10,17 @@ from contextlib import asynccontextmanager
 
 import orjson
 from connexion.jsonifier import Jsonifier
-from connexion.middleware import MiddlewarePosition
 from connexion.resolver import Resolver
 
 from . import spec
 from .api import HANDLERS
 from .auth import extractors_by_operation
-from .changes import ChangeSignal
+from .changes import ChangeSignal, notify_on_commit
 from .config import Settings
 from .console import Console
-from .errors import Dressing
-from .framework import SECURITY_MAP, OnceAsyncApp, middlewares
-from .middleware import Observed, RequestContext, ResponseHeaders
+from .errors import ErrorEnvelopes
+from .framework import SECURITY_MAP, OnceAsyncApp, stack
+from .middleware import AccessLog, RequestContext, ResponseHeaders
 from .permissions import Policy
 from .ratelimit import RateLimiter
 from .recorder import Recorder
@@ -64,6 +63,7 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     settings = settings or Settings.from_env()
     store = Store(settings.database_url)
     store.require_current()  # schema changes go through `keyhouse db upgrade`, never through a start
+    notify_on_commit(store)
     document = spec.document()
     check_handlers(document)
     limiter = RateLimiter(settings.rate_limit, settings.organization_rate_limit, settings.redis_url,
@@ -83,13 +83,22 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
             rt.recorder.flush()
 
     request_context = functools.partial(RequestContext, runtime=rt, base_path=spec.base_path(document))
+    # Every middleware, each before the Connexion one it names (outermost first): the order is this list.
+    middlewares = stack(
+        # Outside Connexion's exception handling, so that it sees the status of every answer, errors too.
+        ("ExceptionMiddleware", AccessLog),
+        # Binds the runtime and rewrites a trailing slash and caps the body before anything routes or reads.
+        ("SwaggerUIMiddleware", request_context),
+        # The console answers /console itself (its own pages, its own errors); every other path goes on.
+        ("SwaggerUIMiddleware", Console),
+        # X-Request-Id on a handler's response before Connexion validates it (the spec requires it).
+        ("ContextMiddleware", ResponseHeaders),
+    )
     app = OnceAsyncApp(__name__, specification_dir=str(spec.path().parent), lifespan=lifespan,
-                       middlewares=middlewares(request_context, Console), security_map=SECURITY_MAP)
+                       middlewares=middlewares, security_map=SECURITY_MAP)
     # Connexion keeps (and resolves) a copy of its own: the shared document stays as it was read.
     app.add_api(copy.deepcopy(document), resolver=Resolver(function_resolver=HANDLERS.__getitem__), **API_OPTIONS)
-    app.add_middleware(Observed, position=MiddlewarePosition.BEFORE_EXCEPTION)
-    app.add_middleware(ResponseHeaders, position=MiddlewarePosition.BEFORE_CONTEXT)
-    for exception, handler in Dressing(document).handlers():
+    for exception, handler in ErrorEnvelopes(document).handlers():
         app.add_error_handler(exception, handler)
     app.runtime = rt  # for the CLI and the tests
     return app

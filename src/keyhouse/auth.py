@@ -4,28 +4,22 @@ Connexion calls the function named by each security scheme of an operation, in t
 stops at the first that succeeds. That alone would let a request through on its good `Authorization`
 while its `REB-APIKEY` is revoked. keyhouse fails closed instead: every scheme function resolves the
 request as a whole (once, cached in the ASGI scope), and every credential the operation accepts that the
-request presents must be valid; the principal is the first of them in the spec's order. Then:
-
-- expired, revoked and rerolled-past-grace keys are refused (401);
-- a key restricted to `allowedIps` is refused from any other client address (403);
-- a key may call only the operations its permissions name, and a member's key none that the spec
-  keeps for admins (403); see keyhouse.permissions;
-- a key, and its organization, may make only so many requests (429); see keyhouse.ratelimit.
+request presents must be valid; the principal is the first of them in the spec's order.
 
 Which headers carry which scheme is read from the spec's `securitySchemes`, not restated here. Keys
-with a bad checksum are refused before any database work. Failures are recorded for the audit trail,
-and uses for `last_used_at`, in memory (keyhouse.recorder): nothing here writes to the database.
+with a bad checksum are refused before any database work. What a credential may do is keyhouse.verifier's
+to say (its state, address, permissions, limits: the same verdict `POST /keys/verify` gives); here it is
+found (a key by its hash, a token or a console session by its key's id) and a refusal is answered (401,
+403, 429), counted and recorded for the audit trail. Nothing here writes to the database.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import NamedTuple
 
 import jwt
@@ -33,8 +27,10 @@ from connexion.security import NO_VALUE
 
 from . import keys, metrics, runtime
 from .errors import ApiError
-from .store import queries
+from .ratelimit import Exceeded
+from .store import credentials
 from .store.models import utcnow
+from .verifier import Ask, verify
 
 _CACHE = "keyhouse.principal"
 JWT_ALGORITHM = "HS256"
@@ -176,39 +172,51 @@ async def _resolve(scope, headers):
         return NO_VALUE
     ip = client_ip(scope)
     await _not_refusing(rt, ip)
-    principals = []
+    principals: list[Principal] = []
     for kind, credential in dict.fromkeys(presented):
-        try:
-            principals.append(await (_from_jwt if kind == "jwt" else _from_key)(rt, credential, ip))
-        except Refused as refused:
-            raise await _refusal(rt, refused, ip, operation_id) from None
-    first = principals[0]
-    await admit(rt, first, operation_id)
-    for p in principals[1:]:
-        rt.recorder.used(p.key_pk, utcnow())
-    return {"sub": first.user_id, "principal": first}
+        # The principal (the first) is asked for the operation and counted against its limits; every other
+        # credential presented must be valid from here too.
+        ask = Ask(ip=ip, every=(operation_id,), limit="request") if not principals else Ask(ip=ip)
+        found, within, what = await _found(rt, _token if kind == "jwt" else _key, credential, ip, operation_id)
+        principals.append(await _admitted(rt, found, replace(ask, within=within), what, operation_id))
+    return {"sub": principals[0].user_id, "principal": principals[0]}
 
 
 async def admit(rt: runtime.Runtime, who: Principal, operation_id: str) -> None:
-    """Whether `who` may call the operation now: its permissions (403, recorded), its and its organization's
-    rate limits (429); then the use is recorded. Every request's last check, and every console page's
-    before it calls an operation's handler (keyhouse.console.acting)."""
-    if not rt.policy.allows(list(who.permissions), who.key_type, operation_id):
-        metrics.AUTH_FAILURES.labels("operation not permitted").inc()
-        rt.recorder.auth_failed(organization_id=who.organization_id, actor_key_id=who.key_id, ip=who.ip,
-                                detail="operation not permitted", target_id=operation_id)
-        raise ApiError("forbidden", f"This key is not permitted to call {operation_id}.")
-    if not rt.policy.admits(list(who.permissions), who.key_type, who.role, operation_id):
-        metrics.AUTH_FAILURES.labels("administrators only").inc()
-        rt.recorder.auth_failed(organization_id=who.organization_id, actor_key_id=who.key_id, ip=who.ip,
-                                detail="administrators only", target_id=operation_id)
-        raise ApiError("forbidden", "Only administrators of the organization may do this.")
-    exceeded = await rt.limiter.hit(who.organization_id, who.key_pk)
-    if exceeded is not None:
-        metrics.RATE_LIMITED.labels(exceeded.scope).inc()
+    """Whether `who`, a console session's principal, may call the operation now: the verifier's whole
+    question, as a request to it would ask it (the key as it is now, its address, the permission, the rate
+    limits; the use recorded). Every console page's check before it calls an operation's handler."""
+    credential = await _current(rt, who.organization_id, who.key_id, who.secret_version)
+    ask = Ask(ip=who.ip, every=(operation_id,), limit="request", within=who.permissions)
+    await _admitted(rt, credential, ask, "session", operation_id)
+
+
+async def _admitted(rt: runtime.Runtime, credential: credentials.Credential | None, ask: Ask, what: str,
+                    target: str) -> Principal:
+    """The verifier's verdict on a credential, as a request's answer: the principal, or the refusal (401 for
+    the key's state, 403 for its address or permissions, 429 for its limits), counted and recorded."""
+    verdict = await verify(rt, credential, ask)
+    if verdict.valid:
+        assert credential is not None  # noqa: S101 - a VALID verdict is on a key
+        return Principal(credential.key_pk, credential.key_id, credential.user_id, credential.organization_id,
+                         credential.role, credential.type, verdict.permissions, ask.ip, credential.secret_version)
+    known = credential if verdict.code != "NOT_FOUND" else None
+    if verdict.code == "RATE_LIMITED":
+        exceeded = verdict.limit
+        assert isinstance(exceeded, Exceeded)  # noqa: S101 - what a RATE_LIMITED verdict carries
         raise ApiError("rate_limited", f"Rate limit of {exceeded.limit} requests exceeded; retry in "
                        f"{exceeded.retry_after} s.", headers=exceeded.headers())
-    rt.recorder.used(who.key_pk, utcnow())
+    if verdict.code == "INSUFFICIENT_PERMISSIONS":
+        message = "Only administrators of the organization may do this." if verdict.why == "administrators only" \
+            else f"This key is not permitted to call {target}."
+        refused = Refused(verdict.why, message, "forbidden")
+    elif verdict.code == "FORBIDDEN":
+        refused = Refused(verdict.why, "This key may not be used from this address.", "forbidden")
+    else:  # the key's state
+        refused = Refused(verdict.why if what == "key" else f"{what} of a {verdict.why} key", _MESSAGES[verdict.code])
+    refused.organization_id = known.organization_id if known else None
+    refused.key_id = known.key_id if known else None
+    raise await _refusal(rt, refused, ask.ip, target)
 
 
 async def _not_refusing(rt: runtime.Runtime, ip: str | None) -> None:
@@ -234,15 +242,15 @@ async def _refusal(rt: runtime.Runtime, refused: Refused, ip: str | None, target
 
 async def sign_in(rt: runtime.Runtime, presented: str, ip: str | None) -> Principal:
     """The principal of the key a person signs in to the console with: refused as a request presenting
-    it would be, and counted and recorded alike (keyhouse.console turns the principal into a session)."""
+    it would be, and counted and recorded alike (keyhouse.console turns the principal into a session).
+    A publishable key may ship in a web page: whoever has one is no one in particular, and is refused."""
     await _not_refusing(rt, ip)
-    try:
-        me = await _from_key(rt, presented, ip)
-        if me.key_type == "publishable":  # it may ship in a web page: whoever has one is no one in particular
-            raise Refused("publishable key at the console", "A publishable key cannot sign in to the console; "
-                          "sign in with a secret key.", "forbidden", me.organization_id, me.key_id)
-    except Refused as refused:
-        raise await _refusal(rt, refused, ip, "console.sign_in") from None
+    credential, within, what = await _found(rt, _key, presented, ip, "console.sign_in")
+    me = await _admitted(rt, credential, Ask(ip=ip, within=within), what, "console.sign_in")
+    if me.key_type == "publishable":
+        raise await _refusal(rt, Refused("publishable key at the console", "A publishable key cannot sign in to "
+                                         "the console; sign in with a secret key.", "forbidden", me.organization_id,
+                                         me.key_id), ip, "console.sign_in")
     return me
 
 
@@ -250,13 +258,11 @@ async def signed_in(rt: runtime.Runtime, organization_id: str, key_id: str, secr
                     permissions: list[str], ip: str | None, target: str) -> Principal:
     """The principal of a console session, as of now: like a token's, it dies with its key and with the
     secret it was signed in with (past a reroll's grace), and holds no more than the key holds now."""
-    try:
-        return await _as_of_now(rt, organization_id, key_id, secret_version, permissions, ip, "session")
-    except Refused as refused:
-        raise await _refusal(rt, refused, ip, target) from None
+    credential = await _current(rt, organization_id, key_id, secret_version)
+    return await _admitted(rt, credential, Ask(ip=ip, within=permissions), "session", target)
 
 
-# ------------------------------------------------------------------ checking one credential
+# ------------------------------------------------------------------ finding the credential presented
 
 class Refused(Exception):
     def __init__(self, reason: str, message: str, kind: str = "unauthorized", organization_id=None, key_id=None):
@@ -265,98 +271,46 @@ class Refused(Exception):
         self.organization_id, self.key_id = organization_id, key_id
 
 
-def verdict(credential: queries.Credential | None, now: datetime) -> str:
-    """VALID, NOT_FOUND, EXPIRED or REVOKED: what the store says of a presented secret (the credential the
-    lookup by its hash found: the key's current secret, or a retired one with its `retired_until`).
-
-    Shared by authentication and the gateways' verify operation, so the two can never disagree.
-    """
-    if credential is None:
-        return "NOT_FOUND"
-    if credential.retired_until is not None and credential.retired_until <= now:
-        return "REVOKED"  # rerolled away, its grace over: valid only inside the window
-    if credential.revoked_at is not None and credential.revoked_at <= now:
-        return "REVOKED"
-    if credential.expires_at is not None and credential.expires_at <= now:
-        return "EXPIRED"
-    return "VALID"
-
-
-def ip_allowed(allowed_ips: list | None, ip: str | None) -> bool:
-    if not allowed_ips:
-        return True
-    try:
-        address = _unmapped(ipaddress.ip_address(ip or ""))
-    except ValueError:
-        return False  # a peer that is no IP address (a Unix socket, a test client) matches no rule
-    return any(address in network for network in _networks(tuple(allowed_ips)))
-
-
-def _unmapped(address):
-    """An IPv4-mapped IPv6 address (`::ffff:192.0.2.10`, as dual-stack sockets report IPv4 peers) is the
-    IPv4 host it maps; every other address is itself."""
-    return getattr(address, "ipv4_mapped", None) or address
-
-
-@functools.lru_cache(maxsize=4096)
-def _networks(allowed_ips: tuple[str, ...]) -> list:
-    networks = []
-    for entry in allowed_ips:
-        try:
-            network = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            continue  # the spec's patterns admit a few forms ipaddress does not: such an entry matches nothing
-        mapped = _unmapped(network.network_address)
-        if network.version == 6 and mapped is not network.network_address and network.prefixlen >= 96:
-            network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")  # ::ffff:a.b.c.d/n as IPv4
-        networks.append(network)
-    return networks
-
-
 _MESSAGES = {
     "NOT_FOUND": "The supplied API key is invalid.",
     "EXPIRED": "The supplied API key has expired.",
     "REVOKED": "The supplied API key has been revoked.",
 }
 
-
-def _principal(credential: queries.Credential, ip: str | None, permissions=None) -> Principal:
-    if not ip_allowed(credential.allowed_ips, ip):
-        raise Refused("ip not allowed", "This key may not be used from this address.", "forbidden",
-                      credential.organization_id, credential.key_id)
-    held = credential.permissions if permissions is None else [p for p in permissions if p in credential.permissions
-                                                                 or "*" in credential.permissions]
-    return Principal(credential.key_pk, credential.key_id, credential.user_id, credential.organization_id,
-                     credential.role, credential.type, tuple(held), ip, credential.secret_version)
+Found = tuple["credentials.Credential | None", "list[str] | None", str]  # credential, its bound, what it was
 
 
-async def lookup(rt: runtime.Runtime, presented: str) -> tuple[queries.Credential | None, str | None]:
+async def lookup(rt: runtime.Runtime, presented: str) -> tuple[credentials.Credential | None, str | None]:
     """The credential of a presented key and its hash; (None, None) for a bad checksum, unlooked."""
     if not keys.is_well_formed(presented):
         return None, None
     digest = keys.hash_key(rt.settings.secret, presented)
-    credential = await rt.store.read(queries.credential_by_hash, digest)
+    credential = await rt.store.read(credentials.credential_by_hash, digest)
     for retired in rt.settings.previous_secrets if credential is None else ():
         # After a rotation: a key still hashed under a retired secret works, and is re-hashed under
         # the current one (in the background: the request writes nothing).
         old = keys.hash_key(retired, presented)
-        if (credential := await rt.store.read(queries.credential_by_hash, old)) is not None:
+        if (credential := await rt.store.read(credentials.credential_by_hash, old)) is not None:
             if credential.retired_until is None:  # a current secret (a retired one stays as it was)
                 rt.recorder.rehash(credential.key_pk, old, digest)
             return credential, old
     return credential, digest
 
 
-async def _from_key(rt: runtime.Runtime, presented: str, ip: str | None) -> Principal:
+async def _found(rt: runtime.Runtime, find, presented: str, ip: str | None, target: str) -> Found:  # type: ignore[no-untyped-def]
+    """What `find` (_key or _token) finds of a presented credential; one that cannot even be read (a bad
+    checksum, a forged or expired token) is refused here, counted and recorded."""
+    try:
+        return await find(rt, presented)
+    except Refused as refused:
+        raise await _refusal(rt, refused, ip, target) from None
+
+
+async def _key(rt: runtime.Runtime, presented: str) -> Found:
     credential, digest = await lookup(rt, presented)
     if digest is None:
         raise Refused("malformed key", "The supplied API key is malformed.")
-    state = verdict(credential, utcnow())
-    if credential is None or state != "VALID":
-        known = credential if state != "NOT_FOUND" else None
-        raise Refused(state.lower().replace("_", " "), _MESSAGES[state],
-                      organization_id=known.organization_id if known else None, key_id=known.key_id if known else None)
-    return _principal(credential, ip)
+    return credential, None, "key"
 
 
 # ------------------------------------------------------------------ tokens
@@ -386,15 +340,16 @@ def _decode(token: str, secret: bytes, retired: tuple[bytes, ...]) -> dict:
     raise jwt.InvalidSignatureError("no secret signed this token")
 
 
-async def _retired(rt: runtime.Runtime, credential: queries.Credential, version) -> queries.Credential | None:
+async def _retired(rt: runtime.Runtime, credential: credentials.Credential,
+                   version) -> credentials.Credential | None:
     """The key as seen through its secret `version`, which a reroll retired; None if it never had it."""
     if type(version) is not int:
         return None
-    until = await rt.store.read(queries.retired_until, credential.key_pk, version)
+    until = await rt.store.read(credentials.retired_until, credential.key_pk, version)
     return None if until is None else replace(credential, secret_version=version, retired_until=until)
 
 
-async def _from_jwt(rt: runtime.Runtime, token: str, ip: str | None) -> Principal:
+async def _token(rt: runtime.Runtime, token: str) -> Found:
     try:
         claims = _decode(token, rt.settings.secret, rt.settings.previous_secrets)
     except jwt.ExpiredSignatureError:
@@ -402,20 +357,14 @@ async def _from_jwt(rt: runtime.Runtime, token: str, ip: str | None) -> Principa
     except jwt.PyJWTError:
         raise Refused("bad token", "The supplied token is invalid.") from None
     perms = claims["perms"] if isinstance(claims["perms"], list) else []
-    return await _as_of_now(rt, str(claims["org"]), str(claims["kid"]), claims["ver"], [str(p) for p in perms],
-                            ip, "token")
+    credential = await _current(rt, str(claims["org"]), str(claims["kid"]), claims["ver"])
+    return credential, [str(p) for p in perms], "token"
 
 
-async def _as_of_now(rt: runtime.Runtime, organization_id: str, key_id: str, version, permissions: list[str],
-                     ip: str | None, what: str) -> Principal:
-    # A token (or a console session) dies with its key, and with the secret it was made from: the key is
-    # looked up again, its permissions bound the token's, and a secret rerolled away since counts only
-    # inside its grace window.
-    credential = await rt.store.read(queries.credential_by_id, organization_id, key_id)
+async def _current(rt: runtime.Runtime, organization_id: str, key_id: str, version) -> credentials.Credential | None:
+    """The key a token or a console session was made from, as it is now, seen through the secret it was made
+    from: it dies with its key, and with that secret once a reroll's grace is over."""
+    credential = await rt.store.read(credentials.credential_by_id, organization_id, key_id)
     if credential is not None and version != credential.secret_version:
         credential = await _retired(rt, credential, version)
-    state = verdict(credential, utcnow())
-    if credential is None or state != "VALID":
-        raise Refused(f"{what} of a " + state.lower().replace("_", " ") + " key", _MESSAGES[state],
-                      organization_id=organization_id, key_id=key_id)
-    return _principal(credential, ip, permissions=permissions)
+    return credential

@@ -1,9 +1,10 @@
 """Waking the change feed's long-polls when an organization's change commits.
 
-On PostgreSQL a listener per process holds one connection that `LISTEN`s on the channel the store
-`NOTIFY`s in the changing transaction (delivered on commit), and wakes the waits of that organization at
-once. On SQLite, which has no such thing, a wait looks again every POLL_SECONDS. Either way a wait also
-looks again every SAFETY_SECONDS, so a lost listener connection costs latency, never a missed change:
+On PostgreSQL every transaction of the store that records a change of the feed `NOTIFY`s its
+organization (notify_on_commit: delivered when, and only if, it commits), and a listener per process holds
+one connection that `LISTEN`s on that channel and wakes the waits of that organization at once. On
+SQLite, which has no such thing, a wait looks again every POLL_SECONDS. Either way a wait also looks
+again every SAFETY_SECONDS, so a lost listener connection costs latency, never a missed change:
 the feed's answer always comes from the database, never from the signal.
 """
 
@@ -14,9 +15,12 @@ import contextlib
 import logging
 import weakref
 
+from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 
-from .store.queries import CHANGES_CHANNEL
+from .store.models import AuditEvent
+from .store.session import Store
+from .store.trail import FEED_ACTIONS
 
 log = logging.getLogger("keyhouse.changes")
 
@@ -24,7 +28,23 @@ POLL_SECONDS = 0.05  # SQLite: how often a wait looks again
 SAFETY_SECONDS = 1.0  # PostgreSQL: how often a wait looks again though nothing woke it
 RECONNECT_SECONDS = 1.0
 
+CHANGES_CHANNEL = "keyhouse_changes"  # PostgreSQL's NOTIFY channel; the payload is the organization's id
+
 _signals: weakref.WeakSet[ChangeSignal] = weakref.WeakSet()
+
+
+def notify_on_commit(store: Store) -> None:
+    """On PostgreSQL: every transaction of `store` that records a change of the feed NOTIFYs its
+    organization, in the transaction, so that the listeners hear of it when it commits and never before."""
+    if store.engine.dialect.name != "postgresql":
+        return
+
+    def notify(session, _context, _instances) -> None:  # type: ignore[no-untyped-def]
+        for organization_id in {new.organization_id for new in session.new
+                                if isinstance(new, AuditEvent) and new.action in FEED_ACTIONS}:
+            session.execute(select(func.pg_notify(CHANGES_CHANNEL, organization_id)))
+
+    store.on_write("before_flush", notify)
 _closing = False
 
 

@@ -13,9 +13,9 @@ import tempfile
 import time
 from datetime import timedelta
 
-from . import logs
+from . import keys, logs
 from .config import Settings, environment_help
-from .store import queries
+from .store import api_keys, organizations
 from .store.session import SchemaOutOfDate, Store
 
 
@@ -78,13 +78,13 @@ def _fail(message: str) -> int:
 
 def _new_user(store: Store, settings: Settings, organization_id: str, email: str, role: str) -> dict | None:
     with store.session() as s:
-        if queries.user_by_email(s, email) is not None:
+        if organizations.user_by_email(s, email) is not None:
             return None
-        user = queries.create_user(s, organization_id, email, role)
-        _, plaintext = queries.issue_key(
-            s, settings.secret, actor=None, organization_id=organization_id, user_id=user.id,
-            description=f"first key of {email}",
-        )
+        user = organizations.create_user(s, organization_id, email, role)
+        new = keys.new(settings.secret)
+        api_keys.issue_key(s, api_keys.Hashed(new.hash, new.hint), actor=None, organization_id=organization_id,
+                           user_id=user.id, description=f"first key of {email}")
+        plaintext = new.plaintext
         return {"organization_id": organization_id, "user_id": user.id, "role": role, "key": plaintext}
 
 
@@ -95,7 +95,7 @@ def _load_keys(store: Store, settings: Settings, args) -> int:
     from .store.models import new_id, utcnow
 
     with store.session() as s:
-        user = queries.get_user(s, args.organization, args.user)
+        user = organizations.get_user(s, args.organization, args.user)
     if user is None:
         return _fail(f"no user {args.user} in organization {args.organization}")
     started, now = time.monotonic(), utcnow()
@@ -110,7 +110,7 @@ def _load_keys(store: Store, settings: Settings, args) -> int:
                              "permissions": ["*"], "key_hash": new.hash, "key_hint": new.hint,
                              "created_at": moment, "updated_at": moment})
             with store.session() as s:
-                queries.insert_keys(s, args.organization, rows)
+                api_keys.insert_keys(s, args.organization, rows)
             progress.update(len(rows))
     print(json.dumps({"loaded": args.count, "seconds": round(time.monotonic() - started, 1)}))
     return 0
@@ -158,7 +158,7 @@ def _run(args, settings: Settings, store: Store) -> int:
             store.upgrade()
         store.require_current()
         with store.session() as s:
-            organization_id = queries.create_organization(s, args.organization).id
+            organization_id = organizations.create_organization(s, args.organization).id
         made = _new_user(store, settings, organization_id, args.email, "admin")
         if made is None:
             return _fail(f"a user with the email {args.email} already exists")
@@ -166,7 +166,7 @@ def _run(args, settings: Settings, store: Store) -> int:
         return 0
     store.require_current()
     with store.session() as s:
-        if queries.get_organization(s, args.organization) is None:
+        if organizations.get_organization(s, args.organization) is None:
             return _fail(f"no organization with the ID {args.organization}")
     made = _new_user(store, settings, args.organization, args.email, args.role)
     if made is None:

@@ -1,7 +1,7 @@
 """Credits: how many more verifications a key is good for, and when they are topped up.
 
 Pure functions over what the store holds. The spend itself is one conditional UPDATE
-(store.queries.spend_credits); a refill that is due is made by the next spend, so what is left *now* is
+(store.api_keys.spend_credits); a refill that is due is made by the next spend, so what is left *now* is
 the refill's amount once its interval has passed, whatever the stored count says.
 """
 

@@ -4,7 +4,7 @@ Handlers, validators and the security layer raise :class:`ApiError` with a *kind
 how an error looks. The family of the path called decides the envelope (cloud, billing or workspace;
 keyhouse's own operations answer problem details, as billing does) and, for validation errors, the
 status: the billing and workspace APIs answer 422 for a body that fails its schema, the cloud API 400.
-Which family a path belongs to is read from the spec (:class:`Dressing`): the `x-keyhouse-family` of the
+Which family a path belongs to is read from the spec (:class:`ErrorEnvelopes`): the `x-keyhouse-family` of the
 tags of the operations under it. The statuses, codes and types written here are the ones
 ``openapi/keyhouse.yaml`` documents for each family; response validation, tests/test_edges.py and the
 Schemathesis run hold the two together.
@@ -174,7 +174,7 @@ def from_problem(problem: ProblemException) -> ApiError:
     return ApiError(kind, detail)
 
 
-class Dressing:
+class ErrorEnvelopes:
     """Every error keyhouse answers, dressed in the envelope of the family whose path was called.
 
     Read from the spec: the base path (`servers`), the family of each first path segment (the

@@ -11,7 +11,7 @@ work whose result never changes between requests:
    security function takes `required_scopes` and `request`). `SECURITY_MAP` hands Connexion, through its
    public `security_map`, the same handlers with the answer memoized per function.
 3. The Swagger UI middleware runs a Starlette router on every request to find the few it serves.
-   `middlewares()` hands Connexion, through its public `middlewares=`, the default stack with Swagger UI
+   `stack()` hands Connexion, through its public `middlewares=`, the default stack with Swagger UI
    reached only by requests for its own paths (the contract, and the UI).
 4. The parameter decorator turns every parameter's name into a Python one on every request (`pythonic`:
    `inflection.underscore` and three regular expressions per name, 4.5% of a list request's CPU). The
@@ -143,14 +143,18 @@ class _SwaggerUIOnItsPaths(SwaggerUIMiddleware):
         await super().__call__(scope, receive, send)
 
 
-def middlewares(*before_swagger_ui: t.Callable) -> list:
-    """Connexion's default middleware stack, with Swagger UI reached only by its own paths, and
-    `before_swagger_ui` in front of it (Connexion's `MiddlewarePosition.BEFORE_SWAGGER` finds its place by
-    the class, which is not Connexion's here)."""
-    stack: list = []
+def stack(*ours: tuple[str, t.Callable]) -> list:
+    """The whole middleware stack, outermost first: Connexion's default one (Swagger UI on its own paths),
+    with each of `ours` placed before the Connexion middleware its name gives. One list, read in one place
+    (keyhouse.app), instead of positions spread over calls."""
+    before: dict[str, list] = {}
+    for place, middleware in ours:
+        before.setdefault(place, []).append(middleware)
+    names = {m.__name__ for m in ConnexionMiddleware.default_middlewares}
+    if unknown := set(before) - names:
+        raise RuntimeError(f"Connexion has no middleware {unknown} to place keyhouse's before: its stack changed")
+    whole: list = []
     for middleware in ConnexionMiddleware.default_middlewares:
-        if middleware is SwaggerUIMiddleware:
-            stack += [*before_swagger_ui, _SwaggerUIOnItsPaths]
-        else:
-            stack.append(middleware)
-    return stack
+        whole += before.get(middleware.__name__, [])
+        whole.append(_SwaggerUIOnItsPaths if middleware is SwaggerUIMiddleware else middleware)
+    return whole

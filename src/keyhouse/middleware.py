@@ -12,7 +12,7 @@ from .errors import ApiError
 _OBSERVED = "keyhouse.observed"  # a dict shared by the scope copies of one request
 
 
-class Observed:
+class AccessLog:
     """The request id, the access log line and the request metrics, error responses included.
 
     Sits outside Connexion's exception handling, so it sees the status of every answer. The operation
@@ -55,7 +55,7 @@ class Observed:
 class ResponseHeaders:
     """Puts `X-Request-Id` on a handler's response before Connexion validates it: the spec declares the
     header required, and Connexion checks required headers where it validates responses, further in than
-    Observed. (Error responses are made outside, and get it from Observed.)"""
+    AccessLog. (Error responses are made outside, and get it from AccessLog.)"""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -105,7 +105,7 @@ class RequestContext:
         if path.endswith("/") and len(path) > len(self.base_path) + 1 and not path.startswith(self.ui):
             scope = dict(scope, path=path[:-1], raw_path=scope.get("raw_path", b"").rstrip(b"/"))
         # Connexion's router records the operation in scope["extensions"] of a shallow copy of this
-        # scope: made here, the dict is shared, and the operation visible on the way out (see Observed).
+        # scope: made here, the dict is shared, and the operation visible on the way out (see AccessLog).
         scope.setdefault("extensions", {})
         scope = _media_type_in_lower_case(scope)
         token = runtime.bind(self.runtime)

@@ -17,7 +17,7 @@ from datetime import datetime
 from anyio import to_thread
 
 from . import metrics
-from .store import queries
+from .store import api_keys, credentials, trail
 from .store.models import utcnow
 from .store.session import Store, database_unreachable
 
@@ -54,9 +54,9 @@ class Recorder:
             return
         try:
             with self.store.session() as s:
-                queries.rehash_keys(s, rehash)
-                queries.touch_keys(s, last_used)
-                queries.insert_events(s, events)
+                credentials.rehash_keys(s, rehash)
+                api_keys.touch_keys(s, last_used)
+                trail.insert_events(s, events)
         except Exception as e:
             if not database_unreachable(e):
                 log.exception("could not record %d last uses and %d events", len(last_used), len(events))

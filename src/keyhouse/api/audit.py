@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from ..auth import principal
 from ..runtime import reading
-from ..store import queries
+from ..store import trail
 from .common import iso_z, paging_headers
 
 
-def _event(named: queries.NamedEvent) -> dict:
+def _event(named: trail.NamedEvent) -> dict:
     row = named.event
     return {"id": row.id, "at": iso_z(row.at), "action": row.action, "actor_user_id": row.actor_user_id,
             "actor_email": named.actor_email, "actor_key_id": row.actor_key_id,
@@ -20,6 +20,6 @@ def list_audit_events(token_info: dict, limit: int, offset: int, action: list[st
                       target_id: str | None = None):
     me = principal(token_info)
     with reading() as s:
-        total, rows = queries.page_events(s, me.organization_id, limit, offset, actions=action, target_id=target_id)
+        total, rows = trail.page_events(s, me.organization_id, limit, offset, actions=action, target_id=target_id)
         page = [_event(row) for row in rows]
     return page, 200, paging_headers(total, limit, offset)

@@ -10,11 +10,11 @@ from urllib.parse import quote
 
 from .. import platforms, runtime, spec
 from ..auth import Principal, principal
-from ..runtime import reading, secret, session
-from ..store import queries
+from ..runtime import reading, session
+from ..store import api_keys
+from ..store.api_keys import KeyRow
 from ..store.models import ApiKey
-from ..store.queries import KeyRow
-from .common import granted, iso_z, paging_headers, visible_key
+from .common import granted, iso_z, new_secret, paging_headers, visible_key
 
 # The billing view's field names -> the store's columns. Which of them a client may sort and filter on
 # is the spec's to say (the `sort` enum, the `filter` pattern); their names in the store are the view's.
@@ -66,13 +66,13 @@ async def get_api_key_collection(token_info: dict, limit: int, offset: int, sort
     me = principal(token_info)
     order = [(COLUMNS[field.lstrip("-")], field.startswith("-")) for field in sort]
     total, rows = await runtime.current().store.read(
-        queries.page_keys, me.organization_id, owner_id=None if me.is_admin else me.user_id,
+        api_keys.page_keys, me.organization_id, owner_id=None if me.is_admin else me.user_id,
         match=_filter(filter_), order=order, limit=limit, offset=offset,
     )
     return [_key(row) for row in rows], 200, paging_headers(total, limit, offset)
 
 
-def held_by(entry: dict) -> list[str]:
+def acl_permissions(entry: dict) -> list[str]:
     """The permissions an ACL entry grants, as keys hold them: with `scope.api`, its names are that API's."""
     api = entry["scope"].get("api")
     return platforms.of(api, entry["permissions"]) if api is not None else entry["permissions"]
@@ -80,14 +80,14 @@ def held_by(entry: dict) -> list[str]:
 
 def acl_kept(acl: list[dict], keep: Callable[[list[str]], list[str]]) -> list[dict]:
     """The ACL without the names `keep` drops (each compared as keys hold it)."""
-    return [{**entry, "permissions": [name for name, held in zip(entry["permissions"], held_by(entry), strict=True)
-                                      if keep([held])]} for entry in acl]
+    return [{**entry, "permissions": [name for name, held in zip(entry["permissions"], acl_permissions(entry),
+                                                                 strict=True) if keep([held])]} for entry in acl]
 
 
 def _in_acl(acl: list[dict], permission: str) -> tuple[str, ...]:
     """Where a permission stands in an ACL: acl.<entry>.permissions.<index>."""
-    return next((("acl", str(i), "permissions", str(held_by(entry).index(permission)))
-                 for i, entry in enumerate(acl) if permission in held_by(entry)), ("acl",))
+    return next((("acl", str(i), "permissions", str(acl_permissions(entry).index(permission)))
+                 for i, entry in enumerate(acl) if permission in acl_permissions(entry)), ("acl",))
 
 
 def _fields(me: Principal, body: dict) -> dict:
@@ -98,7 +98,7 @@ def _fields(me: Principal, body: dict) -> dict:
         # An entry scoped to other organizations grants nothing here: a key lives in one organization.
         requested = [permission for entry in acl
                      if me.organization_id in (entry["scope"].get("organizationId") or [me.organization_id])
-                     for permission in held_by(entry)]
+                     for permission in acl_permissions(entry)]
     return {
         "description": body["description"],
         "type": body["type"],
@@ -112,8 +112,9 @@ def _fields(me: Principal, body: dict) -> dict:
 def post_api_key(body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        row, plaintext = queries.issue_key(s, secret(), actor=me.actor(), organization_id=me.organization_id,
-                                           user_id=me.user_id, **_fields(me, body))
+        plaintext, hashed = new_secret()
+        row = api_keys.issue_key(s, hashed, actor=me.actor(), organization_id=me.organization_id,
+                                 user_id=me.user_id, **_fields(me, body))
         return {**_key(row), "secretKey": plaintext}, 201
 
 
@@ -128,24 +129,26 @@ def put_api_key_resource(id_: str, body: dict, token_info: dict):
     me = principal(token_info)
     fields = _fields(me, body)
     with session() as s:
-        row = queries.get_key(s, me.organization_id, id_, include_revoked=True, for_update=True)
+        row = api_keys.get_key(s, me.organization_id, id_, include_revoked=True, for_update=True)
         if row is None:
             # Two PUTs of a new id can race; the unique (organization, id) index lets one insert win,
             # and the other becomes an update of what it made: one object, either way.
-            made = queries.try_issue_key(s, secret(), actor=me.actor(), id=id_, organization_id=me.organization_id,
-                                         user_id=me.user_id, **fields)
+            plaintext, hashed = new_secret()
+            made = api_keys.try_issue_key(s, hashed, actor=me.actor(), id=id_, organization_id=me.organization_id,
+                                          user_id=me.user_id, **fields)
             if made is not None:
-                return {**_key(made[0]), "secretKey": made[1]}, 201
+                return {**_key(made), "secretKey": plaintext}, 201
         elif row.revoked_at is not None:
-            plaintext = queries.reissue_key(s, secret(), row, actor=me.actor(), user_id=me.user_id, **fields)
+            plaintext, hashed = new_secret()
+            api_keys.reissue_key(s, hashed, row, actor=me.actor(), user_id=me.user_id, **fields)
             return {**_key(row), "secretKey": plaintext}, 201
         row = visible_key(s, me, id_, for_update=True)  # a live key: the caller's own, or any for an admin
-        queries.update_key(s, row, actor=me.actor(), **fields)
+        api_keys.update_key(s, row, actor=me.actor(), **fields)
         return _key(row), 200
 
 
 def delete_api_key_resource(id_: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        queries.revoke_keys(s, [visible_key(s, me, id_)], actor=me.actor())
+        api_keys.revoke_keys(s, [visible_key(s, me, id_)], actor=me.actor())
     return None, 204

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 from ..auth import Principal, principal
 from ..errors import ApiError, FieldError
-from ..runtime import reading, secret, session
-from ..store import queries
+from ..runtime import reading, session
+from ..store import api_keys, organizations
 from ..store.models import ApiKey, User, utcnow
-from .common import granted, iso_offset, may_see
+from .common import granted, iso_offset, may_see, new_secret
 
 _UNITS = {"d": "days", "h": "hours"}
 
@@ -44,7 +44,7 @@ def _key_not_found(fields: Iterable[str] = ()) -> ApiError:
 
 def _owner(s, me: Principal, user_id: str) -> User:
     """The user whose keys are addressed: any user of the organization for an admin, else oneself."""
-    user = queries.get_user(s, me.organization_id, user_id)
+    user = organizations.get_user(s, me.organization_id, user_id)
     if user is None:
         raise _user_not_found()
     if not may_see(me, user.id):
@@ -54,7 +54,7 @@ def _owner(s, me: Principal, user_id: str) -> User:
 
 def _live_keys(s, me: Principal, user_id: str, key_ids: list[str], field: str) -> list[ApiKey]:
     """All the listed keys of the user, or 404 naming the ones that are not there (nothing changes)."""
-    found = queries.live_keys_by_id(s, me.organization_id, key_ids, user_id=user_id)
+    found = api_keys.live_keys_by_id(s, me.organization_id, key_ids, user_id=user_id)
     missing = [f"{field}.{i}" for i, key_id in enumerate(key_ids) if key_id not in found]
     if missing:
         raise _key_not_found(missing)
@@ -66,7 +66,7 @@ def _live_keys(s, me: Principal, user_id: str, key_ids: list[str], field: str) -
 def get_api_keys(token_info: dict):
     me = principal(token_info)
     with reading() as s:
-        return {"keys": [_key(row) for row in queries.keys_of_user(s, me.organization_id, me.user_id,
+        return {"keys": [_key(row) for row in api_keys.keys_of_user(s, me.organization_id, me.user_id,
                                                                     include_revoked=False)]}
 
 
@@ -77,8 +77,9 @@ def create_api_key(body: dict, token_info: dict):
         amount, unit = int(body["expiration"][:-1]), body["expiration"][-1]
         expires_at = utcnow() + timedelta(**{_UNITS[unit]: amount})
     with session() as s:
-        row, plaintext = queries.issue_key(
-            s, secret(), actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
+        plaintext, hashed = new_secret()
+        row = api_keys.issue_key(
+            s, hashed, actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
             description=body["description"], expires_at=expires_at,
             permissions=granted(me, None, "secret"),
         )
@@ -88,7 +89,7 @@ def create_api_key(body: dict, token_info: dict):
 def delete_api_keys(body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        queries.revoke_keys(s, _live_keys(s, me, me.user_id, body["keys"], "keys"), actor=me.actor())
+        api_keys.revoke_keys(s, _live_keys(s, me, me.user_id, body["keys"], "keys"), actor=me.actor())
     return {}, 200
 
 
@@ -101,7 +102,7 @@ def get_api_key(api_key_id: str, token_info: dict):
 def delete_api_key(api_key_id: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        queries.revoke_keys(s, _live_keys(s, me, me.user_id, [api_key_id], "api_key_id"), actor=me.actor())
+        api_keys.revoke_keys(s, _live_keys(s, me, me.user_id, [api_key_id], "api_key_id"), actor=me.actor())
     return {}, 200
 
 
@@ -110,7 +111,7 @@ def delete_api_key(api_key_id: str, token_info: dict):
 def get_users_api_keys(token_info: dict):
     me = principal(token_info)
     with reading() as s:
-        return {"keys": [_key(row) for row in queries.keys_of_organization(s, me.organization_id)]}
+        return {"keys": [_key(row) for row in api_keys.keys_of_organization(s, me.organization_id)]}
 
 
 def delete_users_api_keys(body: dict, token_info: dict):
@@ -118,11 +119,11 @@ def delete_users_api_keys(body: dict, token_info: dict):
     with session() as s:
         doomed = []
         for i, entry in enumerate(body["user_api_keys"]):
-            if queries.get_user(s, me.organization_id, entry["user_id"]) is None:
+            if organizations.get_user(s, me.organization_id, entry["user_id"]) is None:
                 raise ApiError("not_found", "The user can't be found.", code="api_keys.user_not_found",
                                fields=[FieldError(("user_api_keys", str(i), "user_id"), "can't be found")])
             doomed += _live_keys(s, me, entry["user_id"], entry["api_key_ids"], f"user_api_keys.{i}.api_key_ids")
-        queries.revoke_keys(s, doomed, actor=me.actor())
+        api_keys.revoke_keys(s, doomed, actor=me.actor())
     return {}, 200
 
 
@@ -132,7 +133,7 @@ def get_user_api_keys(user_id: str, token_info: dict):
     me = principal(token_info)
     with reading() as s:
         user = _owner(s, me, user_id)
-        return {"keys": [_key(row) for row in queries.keys_of_user(s, me.organization_id, user.id,
+        return {"keys": [_key(row) for row in api_keys.keys_of_user(s, me.organization_id, user.id,
                                                                     include_revoked=False)]}
 
 
@@ -140,7 +141,7 @@ def delete_user_api_keys(user_id: str, body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
         user = _owner(s, me, user_id)
-        queries.revoke_keys(s, _live_keys(s, me, user.id, body["keys"], "keys"), actor=me.actor())
+        api_keys.revoke_keys(s, _live_keys(s, me, user.id, body["keys"], "keys"), actor=me.actor())
     return {}, 200
 
 
@@ -155,5 +156,5 @@ def delete_user_api_key(user_id: str, api_key_id: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
         user = _owner(s, me, user_id)
-        queries.revoke_keys(s, _live_keys(s, me, user.id, [api_key_id], "api_key_id"), actor=me.actor())
+        api_keys.revoke_keys(s, _live_keys(s, me, user.id, [api_key_id], "api_key_id"), actor=me.actor())
     return {}, 200

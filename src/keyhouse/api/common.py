@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from .. import platforms, runtime
+from .. import keys, platforms, runtime
 from ..auth import Principal
 from ..errors import ApiError, FieldError
-from ..runtime import reading
-from ..store import queries
+from ..runtime import reading, secret
+from ..store import api_keys, platform_apis
 from ..store.models import ApiKey
 
 
@@ -37,6 +37,12 @@ def iso_offset(moment: datetime) -> str:
     return _utc(moment).isoformat(timespec="seconds")[:19] + "+00:00"
 
 
+def new_secret() -> tuple[str, api_keys.Hashed]:
+    """A new secret: the plaintext the response shows once, and what the store keeps of it."""
+    new = keys.new(secret())
+    return new.plaintext, api_keys.Hashed(new.hash, new.hint)
+
+
 def paging_headers(total: int, limit: int, offset: int) -> dict[str, str]:
     """The `Pagination-*` headers the spec declares for paged lists; the total counts the collection."""
     return {"Pagination-Total": str(total), "Pagination-Limit": str(limit), "Pagination-Offset": str(offset)}
@@ -57,13 +63,13 @@ def granted(me: Principal, requested: list[str] | None, key_type: str,
         wanted = [] if key_type == "publishable" else list(me.permissions)
     else:
         wanted = list(dict.fromkeys(requested))
-        refuse_strangers(wanted, locate)
+        refuse_unknown_permissions(wanted, locate)
     own = [p for p in wanted if platforms.qualified(p) is None]
     theirs = [p for p in wanted if platforms.qualified(p) is not None]
     why = policy.grantable([p for p in me.permissions if platforms.qualified(p) is None], me.key_type, own, key_type)
     if why is None and theirs:
         with reading() as s:
-            definitions = queries.platform_definitions(s, me.organization_id, [p.partition(":")[0] for p in theirs])
+            definitions = platform_apis.definitions(s, me.organization_id, [p.partition(":")[0] for p in theirs])
         if unknown := platforms.unknown(theirs, definitions):
             raise ApiError("invalid_body", f"Not a permission of the organization's APIs: {', '.join(unknown)}",
                            fields=[FieldError(locate(p), "not a permission of the organization's APIs", "enum")
@@ -77,7 +83,7 @@ def granted(me: Principal, requested: list[str] | None, key_type: str,
     raise ApiError("forbidden", why[0].upper() + why[1:] + ".")
 
 
-def refuse_strangers(names: list[str], locate: Callable[[str], tuple[str, ...]]) -> None:
+def refuse_unknown_permissions(names: list[str], locate: Callable[[str], tuple[str, ...]]) -> None:
     """422 for the names that are neither keyhouse's permissions nor an API's `<api>:<permission>`.
 
     A schema that admits an API's own names (`NamedPermission`, for verify's `api` and a billing ACL
@@ -101,7 +107,7 @@ def may_see(me: Principal, owner_user_id: str, *, own_only: bool = False) -> boo
 def visible_key(s: Session, me: Principal, key_id: str, *, own_only: bool = False, include_revoked: bool = False,
                 for_update: bool = False) -> ApiKey:
     """The key `me` may see, or 404: a key it may not see does not exist for it (never a telling 403)."""
-    row = queries.get_key(s, me.organization_id, key_id, include_revoked=include_revoked, for_update=for_update)
+    row = api_keys.get_key(s, me.organization_id, key_id, include_revoked=include_revoked, for_update=for_update)
     if row is None or not may_see(me, row.user_id, own_only=own_only):
         raise ApiError("not_found", "The API key can't be found.", code="api_keys.key_not_found")
     return row

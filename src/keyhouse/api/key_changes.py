@@ -2,7 +2,7 @@
 
 A member follows the changes to their own keys (and to the organization's APIs), as they see only
 those keys; an admin, the whole organization's. The feed is the audit trail's events that change
-verdicts (store.queries.FEED_ACTIONS), written in the transaction of the change itself, so a change is
+verdicts (store.trail.FEED_ACTIONS), written in the transaction of the change itself, so a change is
 in the feed exactly when it has committed. A long-poll (`wait`) looks again whenever keyhouse.changes
 says a change of the organization may have committed.
 """
@@ -17,7 +17,7 @@ from connexion.context import request as current_request
 from .. import runtime
 from ..auth import principal
 from ..errors import ApiError
-from ..store import queries
+from ..store import trail
 from ..store.models import utcnow
 from .common import iso_z
 
@@ -36,7 +36,7 @@ async def list_key_changes(token_info: dict, after: str | None = None, wait: int
     deadline = time.monotonic() + wait
     while True:
         oldest = utcnow() - timedelta(seconds=rt.settings.change_feed_retention)
-        found = await rt.store.read(queries.changes_after, me.organization_id, cursor, limit, oldest,
+        found = await rt.store.read(trail.changes_after, me.organization_id, cursor, limit, oldest,
                                     None if me.is_admin else me.user_id)
         if found.gone:
             raise ApiError("gone", f"The change feed no longer holds what follows cursor {after}; drop every "

@@ -14,10 +14,10 @@ import orjson
 from .. import credits, runtime, spec
 from ..auth import Principal, lookup, principal
 from ..errors import ApiError, FieldError
-from ..runtime import reading, secret, session
-from ..store import queries
+from ..runtime import reading, session
+from ..store import api_keys
 from ..store.models import ApiKey, utcnow
-from .common import granted, iso_z, paging_headers, visible_key
+from .common import granted, iso_z, new_secret, paging_headers, visible_key
 
 # What verify hands every gateway back on every call stays small: the spec bounds it as JSON.
 MAX_META_BYTES = spec.schema(spec.document(), "KeyMeta")["x-keyhouse-max-json-bytes"]
@@ -77,7 +77,7 @@ def _moment(text: str | None) -> datetime | None:
 def list_keys(token_info: dict, limit: int, offset: int, owner_id: str | None = None, search: str | None = None):
     me = principal(token_info)
     with reading() as s:
-        total, rows = queries.page_owned_keys(s, me.organization_id, user_id=None if me.is_admin else me.user_id,
+        total, rows = api_keys.page_owned_keys(s, me.organization_id, user_id=None if me.is_admin else me.user_id,
                                               owner_id=owner_id, search=search, limit=limit, offset=offset)
         page = [_key(row) for row in rows]
     return page, 200, paging_headers(total, limit, offset)
@@ -88,8 +88,9 @@ def create_key(body: dict, token_info: dict):
     _meta(body)
     key_type = body["type"]
     with session() as s:
-        row, plaintext = queries.issue_key(
-            s, secret(), actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
+        plaintext, hashed = new_secret()
+        row = api_keys.issue_key(
+            s, hashed, actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
             description=body["name"], permissions=_permissions(me, body, key_type), type=key_type,
             owner_id=body.get("owner_id"), meta=body.get("meta"), expires_at=_moment(body.get("expires_at")),
             allowed_ips=body.get("allowed_ips"), **_limits(body))
@@ -115,14 +116,14 @@ def update_key(key_id: str, body: dict, token_info: dict):
         if "permissions" in body:
             fields["permissions"] = _permissions(me, body, row.type)
         fields.update(_limits(body))
-        queries.update_key(s, row, actor=me.actor(), **fields)
+        api_keys.update_key(s, row, actor=me.actor(), **fields)
         return _key(row), 200
 
 
 def revoke_key(key_id: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        queries.revoke_keys(s, [visible_key(s, me, key_id, for_update=True)], actor=me.actor())
+        api_keys.revoke_keys(s, [visible_key(s, me, key_id, for_update=True)], actor=me.actor())
     return None, 204
 
 
@@ -134,7 +135,7 @@ async def lookup_key(body: dict, token_info: dict):
     credential, _ = await lookup(rt, body["key"].strip())
     if credential is None or credential.organization_id != me.organization_id:
         raise ApiError("not_found", "No key of the organization has this secret.")
-    row = await rt.store.write(queries.key_looked_up, me.organization_id, credential.key_id, actor=me.actor())
+    row = await rt.store.write(api_keys.key_looked_up, me.organization_id, credential.key_id, actor=me.actor())
     if row is None:
         raise ApiError("not_found", "The key this secret belongs to is revoked already: it works nowhere.")
     return _key(row)

@@ -12,7 +12,7 @@ from .. import platforms, spec
 from ..auth import principal
 from ..errors import ApiError, FieldError
 from ..runtime import reading, session
-from ..store import queries
+from ..store import platform_apis
 from ..store.models import PlatformApi
 from ..validation import compiled
 from .billing import acl_kept
@@ -53,7 +53,7 @@ def _definition(body: dict) -> dict:
 
 
 def _find(s, organization_id: str, name: str, *, for_update: bool = False) -> PlatformApi:
-    row = queries.platform_api(s, organization_id, name, for_update=for_update)
+    row = platform_apis.platform_api(s, organization_id, name, for_update=for_update)
     if row is None:
         raise ApiError("not_found", f"The organization declares no API named {name}.")
     return row
@@ -62,16 +62,16 @@ def _find(s, organization_id: str, name: str, *, for_update: bool = False) -> Pl
 def list_platform_apis(token_info: dict):
     me = principal(token_info)
     with reading() as s:
-        return [_view(row) for row in queries.platform_apis(s, me.organization_id)]
+        return [_view(row) for row in platform_apis.platform_apis(s, me.organization_id)]
 
 
 def create_platform_api(body: dict, token_info: dict):
     me = principal(token_info)
     definition = _definition(body)
     with session() as s:
-        if queries.count_platform_apis(s, me.organization_id) >= MAX_APIS:
+        if platform_apis.count_platform_apis(s, me.organization_id) >= MAX_APIS:
             raise ApiError("invalid_body", f"An organization declares at most {MAX_APIS} APIs; delete one first.")
-        row = queries.declare_platform_api(s, me.organization_id, body["name"], actor=me.actor(), **definition)
+        row = platform_apis.declare_platform_api(s, me.organization_id, body["name"], actor=me.actor(), **definition)
         if row is None:
             raise ApiError("conflict", f"The organization has declared an API named {body['name']} already.")
         return _view(row), 201
@@ -88,9 +88,9 @@ def replace_platform_api(api_name: str, body: dict, token_info: dict):
     definition = _definition(body)
     with session() as s:
         row = _find(s, me.organization_id, api_name, for_update=True)
-        queries.redefine_platform_api(s, row, actor=me.actor(), **definition)
+        platform_apis.redefine_platform_api(s, row, actor=me.actor(), **definition)
         now = {api_name: (row.permissions, row.groups)}
-        queries.strip_platform_permissions(s, me.organization_id, api_name,
+        platform_apis.strip_platform_permissions(s, me.organization_id, api_name,
                                            lambda held: platforms.kept(held, api_name, now), acl_kept)
         return _view(row), 200
 
@@ -98,7 +98,7 @@ def replace_platform_api(api_name: str, body: dict, token_info: dict):
 def delete_platform_api(api_name: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        queries.delete_platform_api(s, _find(s, me.organization_id, api_name, for_update=True), actor=me.actor())
-        queries.strip_platform_permissions(s, me.organization_id, api_name,
+        platform_apis.delete_platform_api(s, _find(s, me.organization_id, api_name, for_update=True), actor=me.actor())
+        platform_apis.strip_platform_permissions(s, me.organization_id, api_name,
                                            lambda held: platforms.kept(held, api_name, {}), acl_kept)
     return None, 204

@@ -5,15 +5,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ..auth import principal
-from ..runtime import secret, session
-from ..store import queries
-from .common import iso_z, visible_key
+from ..runtime import session
+from ..store import api_keys
+from .common import iso_z, new_secret, visible_key
 
 
 def reroll_key(key_id: str, body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
         row = visible_key(s, me, key_id, for_update=True)
-        plaintext, until = queries.reroll_key(s, secret(), row, timedelta(seconds=body["grace_period_seconds"]),
-                                              actor=me.actor())
+        plaintext, hashed = new_secret()
+        until = api_keys.reroll_key(s, hashed, row, timedelta(seconds=body["grace_period_seconds"]),
+                                    actor=me.actor())
         return {"id": row.id, "key": plaintext, "previous_secret_valid_until": iso_z(until)}, 201

@@ -5,12 +5,12 @@ from __future__ import annotations
 from .. import runtime
 from ..auth import issue_token, principal
 from ..runtime import session
-from ..store import queries
+from ..store import trail
 
 
 def create_auth_token(body: dict, token_info: dict):
     me = principal(token_info)
     token = issue_token(runtime.current(), me, body["expires_in"])
     with session() as s:
-        queries.token_issued(s, actor=me.actor(), key_id=me.key_id)
+        trail.token_issued(s, actor=me.actor(), key_id=me.key_id)
     return {"access_token": token, "token_type": "Bearer", "expires_in": body["expires_in"]}, 201

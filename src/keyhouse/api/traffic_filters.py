@@ -10,7 +10,7 @@ from .. import spec
 from ..auth import Principal, principal
 from ..errors import ApiError
 from ..runtime import reading, session
-from ..store import queries
+from ..store import rulesets
 from ..store.models import Ruleset, new_id
 
 # Rulesets per organization: as many as a list of them may hold (the rules of one are bounded by the
@@ -50,7 +50,7 @@ def _definition(body: dict) -> dict:
 
 
 def _find_ruleset(s, me: Principal, ruleset_id: str) -> Ruleset:
-    row = queries.get_ruleset(s, me.organization_id, ruleset_id)
+    row = rulesets.get_ruleset(s, me.organization_id, ruleset_id)
     if row is None:
         raise ApiError("not_found", "The traffic filter ruleset can't be found.", code="traffic_filter.not_found")
     return row
@@ -59,18 +59,18 @@ def _find_ruleset(s, me: Principal, ruleset_id: str) -> Ruleset:
 def create_traffic_filter_ruleset(body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        if queries.count_rulesets(s, me.organization_id) >= MAX_RULESETS:
+        if rulesets.count_rulesets(s, me.organization_id) >= MAX_RULESETS:
             raise ApiError("invalid_body", f"An organization holds at most {MAX_RULESETS} rulesets; delete one first.",
                            code="traffic_filter.rulesets_limit_exceeded")
-        row = queries.insert_ruleset(s, me.organization_id, actor=me.actor(), **_definition(body))
+        row = rulesets.insert_ruleset(s, me.organization_id, actor=me.actor(), **_definition(body))
         return {"id": row.id}, 200
 
 
 def get_traffic_filter_rulesets(token_info: dict, region: str | None = None, include_associations: bool = False):
     me = principal(token_info)
     with reading() as s:
-        rows = queries.rulesets_of(s, me.organization_id, region)
-        associations = queries.associations_of(s, [r.id for r in rows])
+        rows = rulesets.rulesets_of(s, me.organization_id, region)
+        associations = rulesets.associations_of(s, [r.id for r in rows])
         return {"rulesets": [_ruleset(r, associations[r.id], include_associations) for r in rows]}
 
 
@@ -78,14 +78,14 @@ def get_traffic_filter_ruleset(ruleset_id: str, token_info: dict, include_associ
     me = principal(token_info)
     with reading() as s:
         row = _find_ruleset(s, me, ruleset_id)
-        return _ruleset(row, queries.associations_of(s, [row.id])[row.id], include_associations)
+        return _ruleset(row, rulesets.associations_of(s, [row.id])[row.id], include_associations)
 
 
 def update_traffic_filter_ruleset(ruleset_id: str, body: dict, token_info: dict):
     me = principal(token_info)
     with session() as s:
         row = _find_ruleset(s, me, ruleset_id)
-        queries.update_ruleset(s, row, actor=me.actor(), **_definition(body))
+        rulesets.update_ruleset(s, row, actor=me.actor(), **_definition(body))
         return {"id": row.id}, 200
 
 
@@ -93,11 +93,11 @@ def delete_traffic_filter_ruleset(ruleset_id: str, token_info: dict, ignore_asso
     me = principal(token_info)
     with session() as s:
         row = _find_ruleset(s, me, ruleset_id)
-        count = len(queries.associations_of(s, [row.id])[row.id])
+        count = len(rulesets.associations_of(s, [row.id])[row.id])
         if count and not ignore_associations:
             raise ApiError("conflict", f"The ruleset has {count} association(s); delete them first or pass "
                            "ignore_associations=true.", code="traffic_filter.ruleset_has_associations")
-        queries.delete_ruleset(s, row, actor=me.actor())
+        rulesets.delete_ruleset(s, row, actor=me.actor())
     return {}, 200
 
 
@@ -105,7 +105,7 @@ def get_traffic_filter_ruleset_deployment_associations(ruleset_id: str, token_in
     me = principal(token_info)
     with reading() as s:
         row = _find_ruleset(s, me, ruleset_id)
-        associations = queries.associations_of(s, [row.id])[row.id]
+        associations = rulesets.associations_of(s, [row.id])[row.id]
         return {"associations": [{"entity_type": a.entity_type, "id": a.entity_id} for a in associations],
                 "total_associations": len(associations)}
 
@@ -114,7 +114,7 @@ def create_traffic_filter_ruleset_association(ruleset_id: str, body: dict, token
     me = principal(token_info)
     with session() as s:
         row = _find_ruleset(s, me, ruleset_id)
-        made = queries.add_association(s, row, body["entity_type"], body["id"], actor=me.actor())
+        made = rulesets.add_association(s, row, body["entity_type"], body["id"], actor=me.actor())
     return {}, 201 if made else 200
 
 
@@ -123,7 +123,7 @@ def delete_traffic_filter_ruleset_association(ruleset_id: str, association_type:
     me = principal(token_info)
     with session() as s:
         row = _find_ruleset(s, me, ruleset_id)
-        if not queries.remove_association(s, row, association_type, associated_entity_id, actor=me.actor()):
+        if not rulesets.remove_association(s, row, association_type, associated_entity_id, actor=me.actor()):
             raise ApiError("not_found", "The association can't be found.", code="traffic_filter.association_not_found")
     return {}, 200
 
@@ -132,6 +132,6 @@ def get_traffic_filter_deployment_ruleset_associations(association_type: str, as
                                                        token_info: dict):
     me = principal(token_info)
     with reading() as s:
-        rows = queries.rulesets_of_entity(s, me.organization_id, association_type, associated_entity_id)
-        associations = queries.associations_of(s, [r.id for r in rows])
+        rows = rulesets.rulesets_of_entity(s, me.organization_id, association_type, associated_entity_id)
+        associations = rulesets.associations_of(s, [r.id for r in rows])
         return {"rulesets": [_ruleset(r, associations[r.id], False) for r in rows]}

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from ..auth import principal
 from ..errors import ApiError
-from ..runtime import reading, secret, session
-from ..store import queries
+from ..runtime import reading, session
+from ..store import api_keys
 from ..store.models import ApiKey, utcnow
-from .common import granted, iso_z, visible_key
+from .common import granted, iso_z, new_secret, visible_key
 
 
 def _key(row: ApiKey) -> dict:
@@ -38,7 +38,7 @@ def _own(s, me, key_id: str) -> ApiKey:
 def list_my_api_keys(token_info: dict):
     me = principal(token_info)
     with reading() as s:
-        return [_key(row) for row in queries.keys_of_user(s, me.organization_id, me.user_id, include_revoked=True)]
+        return [_key(row) for row in api_keys.keys_of_user(s, me.organization_id, me.user_id, include_revoked=True)]
 
 
 def create_my_api_key(body: dict, token_info: dict):
@@ -46,8 +46,9 @@ def create_my_api_key(body: dict, token_info: dict):
     scopes: list[str] | None = body.get("allowed_scopes")
     permissions = granted(me, scopes, "secret", lambda name: ("allowed_scopes", str((scopes or []).index(name))))
     with session() as s:
-        row, plaintext = queries.issue_key(
-            s, secret(), actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
+        plaintext, hashed = new_secret()
+        row = api_keys.issue_key(
+            s, hashed, actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
             description=body["name"], permissions=permissions, allow_self_revoke=body["allow_self_revoke"],
             workspace_id=body.get("workspace_id"),
         )
@@ -63,7 +64,7 @@ def get_my_api_key(id_: str, token_info: dict):
 def revoke_my_api_key(id_: str, token_info: dict):
     me = principal(token_info)
     with session() as s:
-        queries.revoke_keys(s, [_own(s, me, id_)], actor=me.actor())
+        api_keys.revoke_keys(s, [_own(s, me, id_)], actor=me.actor())
     return None, 204
 
 
@@ -73,5 +74,5 @@ def revoke_current_api_key(token_info: dict):
         row = _own(s, me, me.key_id)
         if not row.allow_self_revoke:
             raise ApiError("forbidden", "This key does not allow self-revocation.")
-        queries.revoke_keys(s, [row], actor=me.actor())
+        api_keys.revoke_keys(s, [row], actor=me.actor())
     return None, 204

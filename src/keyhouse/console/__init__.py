@@ -3,7 +3,7 @@
 Server-rendered pages (Jinja2, `templates/`), made smoother by htmx (vendored and pinned, `static/`;
 every page works without JavaScript). Served beside the Connexion app the way Swagger UI is: a
 middleware that answers its own paths and passes every other request on. The pages act through the
-operations' own handlers as the signed-in key (console.acting), so no rule of keyhouse lives here twice;
+operations' own handlers as the signed-in key (console.operations), so no rule of keyhouse lives here twice;
 signing in is console.sessions.
 """
 

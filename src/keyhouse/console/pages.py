@@ -1,4 +1,4 @@
-"""The console's pages: one function per page or form, each acting through an operation (console.acting).
+"""The console's pages: one function per page or form, each caller through an operation (console.operations).
 
 A page that fails shows why in place, with the status the API would have answered. A POST that succeeds is
 answered with a redirect to the page that shows its outcome (post/redirect/get), and every form carries a
@@ -22,7 +22,7 @@ from .. import runtime, spec
 from ..errors import STATUS, ApiError
 from ..store.models import utcnow
 from . import sessions
-from .acting import Acting, by_tag, check_parameter
+from .operations import OperationCaller, by_tag, check_parameter
 from .rendering import render
 
 PAGE_SIZE = 25
@@ -43,7 +43,7 @@ def _key_page(key_id: str, **query: str) -> str:
     return f"/console/keys/{quote(key_id, safe='')}" + (f"?{urlencode(query)}" if query else "")
 
 
-def signed(page: t.Callable) -> t.Callable:
+def signed_in_only(page: t.Callable) -> t.Callable:
     """A page for the signed in: others are sent to sign in. A POST must come from the console's own
     pages and carry the session's CSRF token, or it changes nothing (403); a form sent again with the same
     one-time token is answered with where it led the first time, and acted on no more."""
@@ -124,7 +124,7 @@ def _next(value: object) -> str:
     return "/console/keys"
 
 
-@signed
+@signed_in_only
 async def sign_out(request: Request, session) -> Response:
     response = _see_other("/console/sign-in?signed_out=1")
     sessions.close_session(session, response)
@@ -133,16 +133,16 @@ async def sign_out(request: Request, session) -> Response:
 
 # ------------------------------------------------------------------ keys
 
-@signed
+@signed_in_only
 async def keys(request: Request, session) -> Response:
-    acting, page = Acting(session.me), _page_number(request)
+    caller, page = OperationCaller(session.me), _page_number(request)
     search = request.query_params.get("q", "").strip() or None
-    context: dict = {"q": search or "", "page": page, "acting": acting, "notice": request.query_params.get("notice"),
+    context: dict = {"q": search or "", "page": page, "caller": caller, "notice": request.query_params.get("notice"),
                      "query": urlencode({"q": search}) if search else "", "keys": [], "total": 0, "pages": 1}
     try:
         if search is not None:
             check_parameter("listKeys", "search", search)
-        rows, total = await acting.call_paged("listKeys", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+        rows, total = await caller.call_paged("listKeys", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
                                               search=search)
     except ApiError as e:
         return _failed(request, session, e, "keys.html", **context)
@@ -153,16 +153,16 @@ async def keys(request: Request, session) -> Response:
 Choices = list[tuple[str, list[tuple[str, str, str]]]]  # [(heading, [(permission, label, summary)])]
 
 
-async def _permission_choices(acting: Acting, held: Sequence[str] = ()) -> Choices:
+async def _permission_choices(caller: OperationCaller, held: Sequence[str] = ()) -> Choices:
     """The permissions the picker offers, grouped: keyhouse's operations the signed-in key holds, by the
     contract's tags, with their summaries; each of the organization's APIs' by its own tags (for those who
     may list them); and whatever else the key being edited holds (so that saving it keeps what the picker
     could not list)."""
     policy = runtime.current().policy
-    mine = {op for op in policy.expand(list(acting.me.permissions)) if op in policy.operations}
+    mine = {op for op in policy.expand(list(caller.me.permissions)) if op in policy.operations}
     groups: Choices = [(tag, [(op, op, summary) for op, summary in ops]) for tag, ops in by_tag(mine)]
-    if acting.may("listPlatformApis"):
-        for api in await acting.call("listPlatformApis"):
+    if caller.may("listPlatformApis"):
+        for api in await caller.call("listPlatformApis"):
             names = [p["name"] if isinstance(p, dict) else p for p in api["permissions"]]
             tagged = {name[len("tag:"):]: members for name, members in api["groups"].items()
                       if name.startswith("tag:")}
@@ -176,11 +176,11 @@ async def _permission_choices(acting: Acting, held: Sequence[str] = ()) -> Choic
     return groups
 
 
-@signed
+@signed_in_only
 async def new_key(request: Request, session) -> Response:
-    acting = Acting(session.me)
+    caller = OperationCaller(session.me)
     return render(request, "new_key.html", {"session": session, "form": {}, "expiry": EXPIRY_PRESETS,
-                                            "choices": await _permission_choices(acting), "acting": acting})
+                                            "choices": await _permission_choices(caller), "caller": caller})
 
 
 def _lines(text: object) -> list[str] | None:
@@ -193,9 +193,9 @@ def _expires(preset: object) -> str | None:
     return None if delta is None else (utcnow() + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@signed
+@signed_in_only
 async def create_key(request: Request, session) -> Response:
-    form, acting = await request.form(), Acting(session.me)
+    form, caller = await request.form(), OperationCaller(session.me)
     body: dict = {"name": str(form.get("name", "")).strip()}
     if form.get("type"):  # otherwise the spec's default
         body["type"] = str(form["type"])
@@ -210,22 +210,22 @@ async def create_key(request: Request, session) -> Response:
     if ips := _lines(form.get("allowed_ips")):
         body["allowed_ips"] = ips
     try:
-        created = await acting.call("createKey", body=body)
+        created = await caller.call("createKey", body=body)
     except ApiError as e:
         return _failed(request, session, e, "new_key.html", form=dict(form), expiry=EXPIRY_PRESETS,
-                       choices=await _permission_choices(acting), picked=set(body.get("permissions", [])),
-                       acting=acting)
+                       choices=await _permission_choices(caller), picked=set(body.get("permissions", [])),
+                       caller=caller)
     reveal = await sessions.hold_secret(session, created["key"], key_id=created["id"], what="created")
     return _see_other(f"{_key_page(created['id'])}/revealed/{reveal}")
 
 
-@signed
+@signed_in_only
 async def revealed(request: Request, session) -> Response:
     """The one page a new secret is on: it is taken out of the store as it is shown."""
-    acting, key_id = Acting(session.me), request.path_params["key_id"]
+    caller, key_id = OperationCaller(session.me), request.path_params["key_id"]
     taken = await sessions.take_secret(session, request.path_params["reveal_id"])
     try:
-        shown = await acting.call("getKey", key_id=key_id)
+        shown = await caller.call("getKey", key_id=key_id)
     except ApiError as e:
         return _failed(request, session, e)
     if taken is None or taken[1]["key_id"] != key_id:
@@ -235,24 +235,24 @@ async def revealed(request: Request, session) -> Response:
                                              "what": held["what"], "until": held.get("until")})
 
 
-@signed
+@signed_in_only
 async def key(request: Request, session) -> Response:
-    acting, key_id = Acting(session.me), request.path_params["key_id"]
+    caller, key_id = OperationCaller(session.me), request.path_params["key_id"]
     try:
-        shown = await acting.call("getKey", key_id=key_id)
-        trail = await acting.call("listAuditEvents", limit=10, offset=0, target_id=key_id) \
-            if acting.may("listAuditEvents") else None
-        choices = await _permission_choices(acting, shown["permissions"])
+        shown = await caller.call("getKey", key_id=key_id)
+        trail = await caller.call("listAuditEvents", limit=10, offset=0, target_id=key_id) \
+            if caller.may("listAuditEvents") else None
+        choices = await _permission_choices(caller, shown["permissions"])
     except ApiError as e:
         return _failed(request, session, e)
-    return render(request, "key.html", {"session": session, "key": shown, "trail": trail, "acting": acting,
+    return render(request, "key.html", {"session": session, "key": shown, "trail": trail, "caller": caller,
                                         "choices": choices, "expiry": EXPIRY_PRESETS, "grace": GRACE_CHOICES,
                                         "notice": request.query_params.get("notice")})
 
 
-@signed
+@signed_in_only
 async def update_key(request: Request, session) -> Response:
-    form, acting, key_id = await request.form(), Acting(session.me), request.path_params["key_id"]
+    form, caller, key_id = await request.form(), OperationCaller(session.me), request.path_params["key_id"]
     body: dict = {"name": str(form.get("name", "")).strip(),
                   "owner_id": str(form.get("owner_id", "")).strip() or None,
                   "permissions": [str(p) for p in form.getlist("permissions")],
@@ -260,69 +260,69 @@ async def update_key(request: Request, session) -> Response:
     if (preset := str(form.get("expiry", "keep"))) != "keep":
         body["expires_at"] = _expires(preset)
     try:
-        await acting.call("updateKey", key_id=key_id, body=body)
+        await caller.call("updateKey", key_id=key_id, body=body)
     except ApiError as e:
-        return await _key_failed(request, session, acting, key_id, e)
+        return await _key_failed(request, session, caller, key_id, e)
     return _see_other(_key_page(key_id, notice="saved"))
 
 
-async def _key_failed(request: Request, session, acting: Acting, key_id: str, error: ApiError) -> Response:
+async def _key_failed(request: Request, session, caller: OperationCaller, key_id: str, error: ApiError) -> Response:
     """The key's page again, with the error beside the form that caused it (or alone, if the key is gone)."""
     try:
-        shown = await acting.call("getKey", key_id=key_id)
-        choices = await _permission_choices(acting, shown["permissions"])
+        shown = await caller.call("getKey", key_id=key_id)
+        choices = await _permission_choices(caller, shown["permissions"])
     except ApiError as gone:
         return _failed(request, session, gone)
-    return _failed(request, session, error, "key.html", key=shown, trail=None, acting=acting, choices=choices,
+    return _failed(request, session, error, "key.html", key=shown, trail=None, caller=caller, choices=choices,
                    expiry=EXPIRY_PRESETS, grace=GRACE_CHOICES, notice=None)
 
 
-@signed
+@signed_in_only
 async def reroll_key(request: Request, session) -> Response:
-    form, acting, key_id = await request.form(), Acting(session.me), request.path_params["key_id"]
+    form, caller, key_id = await request.form(), OperationCaller(session.me), request.path_params["key_id"]
     grace = str(form.get("grace_period_seconds", "0"))
     try:
         if grace not in GRACE_CHOICES:
             raise ApiError("invalid_body", "Choose one of the grace periods offered.")
-        rerolled = await acting.call("rerollKey", key_id=key_id, body={"grace_period_seconds": int(grace)})
+        rerolled = await caller.call("rerollKey", key_id=key_id, body={"grace_period_seconds": int(grace)})
     except ApiError as e:
-        return await _key_failed(request, session, acting, key_id, e)
+        return await _key_failed(request, session, caller, key_id, e)
     reveal = await sessions.hold_secret(session, rerolled["key"], key_id=key_id, what="rerolled",
                                         until=rerolled["previous_secret_valid_until"] if grace != "0" else None)
     return _see_other(f"{_key_page(key_id)}/revealed/{reveal}")
 
 
-@signed
+@signed_in_only
 async def confirm_revoke(request: Request, session) -> Response:
-    acting, key_id = Acting(session.me), request.path_params["key_id"]
+    caller, key_id = OperationCaller(session.me), request.path_params["key_id"]
     try:
-        shown = await acting.call("getKey", key_id=key_id)
+        shown = await caller.call("getKey", key_id=key_id)
     except ApiError as e:
         return _failed(request, session, e)
     return render(request, "revoke.html", {"session": session, "key": shown})
 
 
-@signed
+@signed_in_only
 async def revoke_key(request: Request, session) -> Response:
-    acting, key_id = Acting(session.me), request.path_params["key_id"]
+    caller, key_id = OperationCaller(session.me), request.path_params["key_id"]
     try:
-        await acting.call("revokeKey", key_id=key_id)
+        await caller.call("revokeKey", key_id=key_id)
     except ApiError as e:
         return _failed(request, session, e)
     return _see_other("/console/keys?notice=revoked")
 
 
-@signed
+@signed_in_only
 async def find_form(request: Request, session) -> Response:
     return render(request, "find.html", {"session": session})
 
 
-@signed
+@signed_in_only
 async def find_key(request: Request, session) -> Response:
     """A key found by its secret (one that leaked): the secret is in this POST's body only, never in a URL."""
-    form, acting = await request.form(), Acting(session.me)
+    form, caller = await request.form(), OperationCaller(session.me)
     try:
-        found = await acting.call("lookupKey", body={"key": str(form.get("key", ""))})
+        found = await caller.call("lookupKey", body={"key": str(form.get("key", ""))})
     except ApiError as e:
         return _failed(request, session, e, "find.html")
     return _see_other(_key_page(found["id"], notice="found"))
@@ -330,19 +330,19 @@ async def find_key(request: Request, session) -> Response:
 
 # ------------------------------------------------------------------ rulesets, the trail, APIs
 
-@signed
+@signed_in_only
 async def rulesets(request: Request, session) -> Response:
-    acting = Acting(session.me)
+    caller = OperationCaller(session.me)
     try:
-        found = await acting.call("getTrafficFilterRulesets", include_associations=True)
+        found = await caller.call("getTrafficFilterRulesets", include_associations=True)
     except ApiError as e:
         return _failed(request, session, e, "rulesets.html", rulesets=[])
     return render(request, "rulesets.html", {"session": session, "rulesets": found["rulesets"]})
 
 
-@signed
+@signed_in_only
 async def audit(request: Request, session) -> Response:
-    acting, page = Acting(session.me), _page_number(request)
+    caller, page = OperationCaller(session.me), _page_number(request)
     actions = [a for a in request.query_params.getlist("action") if a in AUDIT_ACTIONS] or None
     target = request.query_params.get("target_id", "").strip() or None
     query = [("action", a) for a in actions or []] + ([("target_id", target)] if target else [])
@@ -351,7 +351,7 @@ async def audit(request: Request, session) -> Response:
     try:
         if target is not None:
             check_parameter("listAuditEvents", "target_id", target)
-        events, total = await acting.call_paged("listAuditEvents", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+        events, total = await caller.call_paged("listAuditEvents", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
                                                 action=actions, target_id=target)
     except ApiError as e:
         return _failed(request, session, e, "audit.html", **context)
@@ -359,11 +359,11 @@ async def audit(request: Request, session) -> Response:
                                           "pages": max(1, -(-total // PAGE_SIZE))})
 
 
-@signed
+@signed_in_only
 async def apis(request: Request, session) -> Response:
-    acting = Acting(session.me)
+    caller = OperationCaller(session.me)
     try:
-        declared = await acting.call("listPlatformApis")
+        declared = await caller.call("listPlatformApis")
     except ApiError as e:
         return _failed(request, session, e, "apis.html", apis=[])
     return render(request, "apis.html", {"session": session, "apis": declared})

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from ..store.models import utcnow
-from .acting import Acting, max_length
+from .operations import OperationCaller, max_length
 
 HERE = Path(__file__).parent
 # The vendored htmx and its Subresource Integrity, as scripts/vendor-htmx recorded them.
@@ -75,8 +75,8 @@ SECTIONS = [("Keys", "/console/keys", "listKeys"), ("Find by secret", "/console/
 
 def sections(session) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
     """(label, path) of the sections the signed-in key may open."""
-    acting = Acting(session.me)
-    return [(label, path) for label, path, operation_id in SECTIONS if acting.may(operation_id)]
+    caller = OperationCaller(session.me)
+    return [(label, path) for label, path, operation_id in SECTIONS if caller.may(operation_id)]
 
 
 def form_tokens(session) -> Markup:  # type: ignore[no-untyped-def]

@@ -2,7 +2,7 @@
 
 The cookie carries a random token and nothing else: HttpOnly (no script reads it), SameSite=Strict (no
 other site's page sends it), Secure when the console is reached over TLS, and no longer-lived than the
-session. The store keeps only the token's SHA-256 (keyhouse.store.queries), so a copy of the database
+session. The store keeps only the token's SHA-256 (keyhouse.store.console_sessions), so a copy of the database
 signs no one in. The key a person signs in with is never stored, in the browser or anywhere else.
 
 Every form a session posts carries its CSRF token (the synchronizer pattern: a random value kept with the
@@ -37,7 +37,7 @@ from starlette.responses import Response
 from .. import runtime
 from ..auth import Principal, client_ip, sign_in, signed_in
 from ..errors import ApiError
-from ..store import queries
+from ..store import console_sessions
 from ..store.models import utcnow
 
 COOKIE = "keyhouse_console"
@@ -66,7 +66,7 @@ async def open_session(request: Request, presented: str, response: Response) -> 
         return  # signed in with this key already (the sign-in form sent again): nothing more to open
     token, lifetime = secrets.token_urlsafe(32), rt.settings.console_session_seconds
     with rt.store.session() as s:
-        queries.start_console_session(s, _hash(token), secrets.token_urlsafe(32), actor=me.actor(),
+        console_sessions.start_console_session(s, _hash(token), secrets.token_urlsafe(32), actor=me.actor(),
                                       key_pk=me.key_pk, key_id=me.key_id, role=me.role,
                                       secret_version=me.secret_version, permissions=list(me.permissions),
                                       expires_at=utcnow() + timedelta(seconds=lifetime))
@@ -84,7 +84,7 @@ async def current_session(request: Request) -> Session | None:
         return None
     rt = runtime.current()
     with rt.store.reading() as s:
-        named = queries.console_session(s, _hash(token))
+        named = console_sessions.console_session(s, _hash(token))
         if named is None:
             return None
         row = named.row
@@ -97,14 +97,14 @@ async def current_session(request: Request) -> Session | None:
         if refused.kind != "unauthorized":
             raise  # an address the key is not allowed from: refused, the session kept
         with rt.store.session() as s:
-            queries.end_console_session(s, _hash(token), actor=None)
+            console_sessions.end_console_session(s, _hash(token), actor=None)
         return None
     return Session(_hash(token), csrf, me, named.email, named.key_name, token)
 
 
 def close_session(session: Session, response: Response) -> None:
     with runtime.current().store.session() as s:
-        queries.end_console_session(s, session.token_hash, actor=session.me.actor())
+        console_sessions.end_console_session(s, session.token_hash, actor=session.me.actor())
     response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
 
 
@@ -127,12 +127,12 @@ def csrf_ok(session: Session, sent: object) -> bool:
 async def claim(session: Session, once: str) -> str | None:
     """None when the form with this one-time token is sent for the first time (it is now claimed); else the
     page its first submission led to ('' while that one is still under way)."""
-    return await runtime.current().store.write(queries.submit_console_form, session.token_hash, once)
+    return await runtime.current().store.write(console_sessions.submit_console_form, session.token_hash, once)
 
 
 async def settle(session: Session, once: str, outcome: str | None) -> None:
     """Where a claimed form led (None: it was refused, and may be sent again)."""
-    await runtime.current().store.write(queries.settle_console_form, session.token_hash, once, outcome)
+    await runtime.current().store.write(console_sessions.settle_console_form, session.token_hash, once, outcome)
 
 
 # ------------------------------------------------------------------ a new secret, for one view
@@ -147,13 +147,13 @@ async def hold_secret(session: Session, secret: str, **shown: str | None) -> str
     reveal_id, nonce = secrets.token_urlsafe(16), secrets.token_bytes(12)
     sealed = _sealing(session).encrypt(nonce, secret.encode(), reveal_id.encode())
     reveal = {**shown, "sealed": base64.b64encode(nonce + sealed).decode()}
-    await runtime.current().store.write(queries.hold_reveal, session.token_hash, reveal_id, reveal)
+    await runtime.current().store.write(console_sessions.hold_reveal, session.token_hash, reveal_id, reveal)
     return reveal_id
 
 
 async def take_secret(session: Session, reveal_id: str) -> tuple[str, dict] | None:
     """The held secret and what was held beside it, taken out of the store; None once it was shown."""
-    reveal = await runtime.current().store.write(queries.take_reveal, session.token_hash, reveal_id)
+    reveal = await runtime.current().store.write(console_sessions.take_reveal, session.token_hash, reveal_id)
     if reveal is None:
         return None
     raw = base64.b64decode(reveal.pop("sealed"))

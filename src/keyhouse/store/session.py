@@ -32,6 +32,23 @@ CACHED_ANSWERS = 10_000
 T = TypeVar("T")
 
 
+# ------------------------------------------------------------------ how a query is to be read
+
+def one_statement(query):
+    """Marks a read that needs no transaction around it: `Store.read` runs it without one, which spares
+    SQLite a BEGIN and a ROLLBACK, and PostgreSQL two round trips. Each of its statements is atomic on
+    its own, and what it answers holds whichever writes land between them."""
+    query.one_statement = True
+    return query
+
+
+def cached(query):
+    """Marks a one-statement read whose answer the store may keep until anything commits (on SQLite,
+    where it can tell at once: see Store): the lookups every request makes of its credentials."""
+    query.cached = True
+    return one_statement(query)
+
+
 def database_unreachable(exc: BaseException) -> bool:
     """A lost or refused connection, or a pool with none to give, as opposed to a bug in a query."""
     if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)):
@@ -70,6 +87,10 @@ class Store:
         # An in-memory database is one connection's own: there a commit by the same connection would not
         # move data_version, so nothing is kept.
         self._keeps_answers = self.reads_inline and self.engine.url.database not in (None, "", ":memory:")
+
+    def on_write(self, name: str, listener: Callable) -> None:
+        """Has `listener` hear the session event `name` of every unit of work that writes (see changes)."""
+        event.listen(self._sessions, name, listener)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -68,7 +68,7 @@ def check_parameter(operation_id: str, name: str, value: t.Any) -> None:
         raise ApiError("invalid_parameter", why, fields=[FieldError((name,), why, "invalid")], location="query")
 
 
-class Acting:
+class OperationCaller:
     """A signed-in person's key, calling operations."""
 
     def __init__(self, me: Principal):
