@@ -159,7 +159,9 @@ def test_a_session_is_a_cookie_for_the_console_only_and_holds_no_key(app, client
 
 
 def test_a_bad_key_does_not_sign_in_and_is_recorded(app, client, world):
-    for key, status in (("kh_nonsense", 401), ("", 401), (world.acme_admin.key[:-1] + "x", 401)):
+    key = world.acme_admin.key
+    mistyped = key[:-1] + ("x" if key[-1] != "x" else "y")  # (one in 62 keys ends in "x": then it was no typo)
+    for key, status in (("kh_nonsense", 401), ("", 401), (mistyped, 401)):
         answer = client.post("/console/sign-in", data={"key": key}, follow_redirects=False)
         assert answer.status_code == status
         assert "set-cookie" not in answer.headers
@@ -546,3 +548,23 @@ def test_the_sign_in_form_sent_again_opens_no_second_session(app, client, world)
         other.post("/console/sign-in", data={"key": world.acme_member.key}, follow_redirects=False)
     with app.runtime.store.session() as s:
         assert s.scalar(select(func.count()).select_from(ConsoleSession)) == 2
+
+
+def test_the_console_calls_an_operation_as_a_request_would_reach_it(app, client, world, monkeypatch):
+    """Through one adapter: a parameter the operation would refuse is the API's 400, and an answer that
+    does not conform to the operation's response is never shown (a 500, as the API answers it)."""
+    from keyhouse.api import HANDLERS
+
+    signed_in(client, world.acme_admin)
+    too_long = client.get("/console/audit?target_id=" + "x" * 256)
+    assert too_long.status_code == 400 and "target_id" in too_long.text
+    real = HANDLERS["listKeys"]
+
+    def nonconforming(**kwargs):
+        page, status, headers = real(**kwargs)
+        return [{**page[0], "masked_key": 42}], status, headers
+
+    monkeypatch.setitem(HANDLERS, "listKeys", nonconforming)
+    answer = client.get("/console/keys")
+    assert answer.status_code == 500 and "does not conform" in answer.text
+    assert "<table" not in answer.text  # nothing of the answer is shown

@@ -124,7 +124,7 @@ def test_the_head_limit_counts_head_bytes_only_on_every_operation_with_a_body(se
 
     key, start = served
     base = start()
-    cap = Settings.max_body_bytes  # KEYHOUSE_MAX_BODY_BYTES' default, which the served server runs with
+    cap = Settings.model_fields["max_body_bytes"].default  # the default the served server runs with
     values = {"association_type": "deployment"}
     wrong = []
     for method, path, op in OPERATIONS:

@@ -1,62 +1,87 @@
-"""Settings, read once from the environment (the CLI's flags set the same variables)."""
+"""Settings, each declared once: its field here is its environment variable (KEYHOUSE_ and its name, unless
+it says otherwise), its default and its meaning. pydantic-settings reads and checks them; `keyhouse --help`
+and the README's table are made from these declarations (a test holds the README to them).
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///keyhouse.db"
 DEFAULT_SECRET_FILE = ".keyhouse-secret"
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str
-    # The pepper of every key hash. Losing it invalidates every key; leaking it together with the
-    # database lets an attacker test guesses offline, so it never lives in the database.
-    secret: bytes
-    max_body_bytes: int = 64 * 1024
-    rate_limit: str = "100/second"  # per key (the `limits` notation: "100/second", "5000/hour", ...)
-    organization_rate_limit: str = "1000/second"
-    # Verifications of a key that has no verify limit of its own (`POST /keys/verify`): none unless set.
-    verified_key_rate_limit: str | None = None
-    redis_url: str | None = None  # shares rate limits between workers; in memory without it
-    # Refused credentials per client address: guessing keys costs lookups, so a client that keeps
-    # presenting bad ones is stopped (429) before the database.
-    refused_credential_limit: str = "100/minute"
+class Settings(BaseSettings):
+    """What a keyhouse process is configured with (`Settings()` reads the environment; a test passes its own)."""
+
+    model_config = SettingsConfigDict(env_prefix="KEYHOUSE_", frozen=True, extra="forbid", populate_by_name=True)
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy URL of the database (PostgreSQL: postgresql+psycopg://user@host/db)")
+    # The pepper of every key hash. Losing it invalidates every key; leaking it together with the database
+    # lets an attacker test guesses offline, so it never lives in the database.
+    secret: bytes = Field(
+        default=b"", repr=False, description="the server secret keys are hashed under and tokens signed with")
+    secret_file: str = Field(
+        default=DEFAULT_SECRET_FILE,
+        description="where the secret is read from when KEYHOUSE_SECRET is unset (made, mode 0600, on first use)")
     # Secrets retired by a rotation: keys hashed under them still authenticate, and are re-hashed under
     # `secret` on first use; tokens signed with them stay valid until they expire.
-    previous_secrets: tuple[bytes, ...] = ()
-    # How far back the change feed serves (seconds): a cursor older than that answers 410.
-    change_feed_retention: int = 3600
-    # How long a console session lasts after signing in (seconds), whatever is done in it.
-    console_session_seconds: int = 8 * 3600
+    previous_secrets: Annotated[tuple[bytes, ...], NoDecode] = Field(
+        default=(), repr=False, validation_alias=AliasChoices("previous_secrets", "KEYHOUSE_PREVIOUS_SECRET"),
+        description="secrets retired by a rotation, comma-separated: their keys still work and are re-hashed "
+                    "under the current secret on first use")
+    max_body_bytes: int = Field(default=64 * 1024, description="largest request body accepted (413 above it)")
+    # Limits in the `limits` notation: "100/second", "5000/hour", ...
+    rate_limit: str = Field(default="100/second", description="requests per key")
+    organization_rate_limit: str = Field(
+        default="1000/second", description="requests per organization, all its keys together")
+    verified_key_rate_limit: str | None = Field(
+        default=None,
+        description="verifications per verified key without a limit of its own (POST /keys/verify; none unless set)")
+    # Guessing keys costs lookups, so a client that keeps presenting bad ones is stopped (429) before the
+    # database.
+    refused_credential_limit: str = Field(
+        default="100/minute", description="refused credentials per client address before 429")
+    redis_url: str | None = Field(
+        default=None, description="Redis for rate limits shared by every worker and server (redis://host:6379)")
+    change_feed_retention: int = Field(
+        default=3600, description="seconds of changes GET /keys/changes serves (410 for older cursors)")
+    console_session_seconds: int = Field(
+        default=8 * 3600, description="how long a console session lasts after signing in")
+
+    @field_validator("previous_secrets", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.encode() for v in value.split(",") if v)
+        return value
+
+    @field_validator("redis_url", "verified_key_rate_limit", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return value or None
+
+    @model_validator(mode="after")
+    def _secret_from_its_file(self) -> Settings:
+        if not self.secret:
+            object.__setattr__(self, "secret", _load_secret(Path(self.secret_file)))
+        return self
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(
-            database_url=os.environ.get("KEYHOUSE_DATABASE_URL", DEFAULT_DATABASE_URL),
-            secret=_load_secret(),
-            max_body_bytes=int(os.environ.get("KEYHOUSE_MAX_BODY_BYTES", 64 * 1024)),
-            rate_limit=os.environ.get("KEYHOUSE_RATE_LIMIT", "100/second"),
-            organization_rate_limit=os.environ.get("KEYHOUSE_ORGANIZATION_RATE_LIMIT", "1000/second"),
-            verified_key_rate_limit=os.environ.get("KEYHOUSE_VERIFIED_KEY_RATE_LIMIT") or None,
-            redis_url=os.environ.get("KEYHOUSE_REDIS_URL") or None,
-            refused_credential_limit=os.environ.get("KEYHOUSE_REFUSED_CREDENTIAL_LIMIT", "100/minute"),
-            previous_secrets=tuple(v.encode() for v in os.environ.get("KEYHOUSE_PREVIOUS_SECRET", "").split(",") if v),
-            change_feed_retention=int(os.environ.get("KEYHOUSE_CHANGE_FEED_RETENTION", 3600)),
-            console_session_seconds=int(os.environ.get("KEYHOUSE_CONSOLE_SESSION_SECONDS", 8 * 3600)),
-        )
+        return cls()
 
 
-def _load_secret() -> bytes:
-    """KEYHOUSE_SECRET if set; otherwise the secret file, made on first use (mode 0600)."""
-    value = os.environ.get("KEYHOUSE_SECRET")
-    if value:
-        return value.encode()
-    path = Path(os.environ.get("KEYHOUSE_SECRET_FILE", DEFAULT_SECRET_FILE))
+def _load_secret(path: Path) -> bytes:
+    """The secret file, made on first use (mode 0600)."""
     if not path.exists():
         # O_EXCL: two processes starting together must not write two different secrets.
         try:
@@ -69,30 +94,24 @@ def _load_secret() -> bytes:
     return path.read_text().strip().encode()
 
 
-# Every variable keyhouse reads, for `keyhouse --help` and the README (a test holds all three together).
-ENVIRONMENT = [
-    ("KEYHOUSE_DATABASE_URL", "sqlite:///keyhouse.db", "SQLAlchemy URL of the database (PostgreSQL: "
-                                                        "postgresql+psycopg://user@host/db)"),
-    ("KEYHOUSE_SECRET", "", "the server secret keys are hashed under and tokens signed with"),
-    ("KEYHOUSE_PREVIOUS_SECRET", "", "secrets retired by a rotation, comma-separated: their keys still work and "
-                                     "are re-hashed under the current secret on first use"),
-    ("KEYHOUSE_SECRET_FILE", ".keyhouse-secret", "where the secret is read from when KEYHOUSE_SECRET is unset "
-                                                 "(made, mode 0600, on first use)"),
-    ("KEYHOUSE_MAX_BODY_BYTES", "65536", "largest request body accepted (413 above it)"),
-    ("KEYHOUSE_RATE_LIMIT", "100/second", "requests per key"),
-    ("KEYHOUSE_ORGANIZATION_RATE_LIMIT", "1000/second", "requests per organization, all its keys together"),
-    ("KEYHOUSE_VERIFIED_KEY_RATE_LIMIT", "", "verifications per verified key without a limit of its own "
-                                             "(POST /keys/verify; none unless set)"),
-    ("KEYHOUSE_REFUSED_CREDENTIAL_LIMIT", "100/minute", "refused credentials per client address before 429"),
-    ("KEYHOUSE_REDIS_URL", "", "Redis for rate limits shared by every worker and server (redis://host:6379)"),
-    ("KEYHOUSE_CHANGE_FEED_RETENTION", "3600", "seconds of changes GET /keys/changes serves (410 for older cursors)"),
-    ("KEYHOUSE_CONSOLE_SESSION_SECONDS", "28800", "how long a console session lasts after signing in"),
+def _variable(name: str) -> str:
+    alias = Settings.model_fields[name].validation_alias
+    choices = alias.choices if isinstance(alias, AliasChoices) else []
+    return next((c for c in choices if isinstance(c, str) and c.isupper()), f"KEYHOUSE_{name.upper()}")
+
+
+# What the CLI's `serve` reads itself (its flags set the same variables), beside the settings above.
+SERVER_VARIABLES = [
     ("KEYHOUSE_WORKERS", "1", "worker processes of `keyhouse serve` (--workers)"),
     ("KEYHOUSE_FORWARDED_ALLOW_IPS", "", "proxies whose X-Forwarded-For is trusted (--forwarded-allow-ips)"),
     ("KEYHOUSE_LOG_LEVEL", "info", "lowest level of the JSON log lines (--log-level)"),
     ("PROMETHEUS_MULTIPROC_DIR", "a fresh temporary directory when --workers > 1",
      "where the workers' metrics are kept for /metrics"),
 ]
+
+# Every variable keyhouse reads, for `keyhouse --help` and the README: (name, default, meaning).
+ENVIRONMENT = [(_variable(name), "" if field.default in (None, b"", ()) else str(field.default),
+                field.description or "") for name, field in Settings.model_fields.items()] + SERVER_VARIABLES
 
 
 def environment_help() -> str:
@@ -102,3 +121,12 @@ def environment_help() -> str:
         lines.append(f"  {name:<{width}}  {meaning}" + (f" (default: {default})" if default else ""))
     return "\n".join(lines)
 
+
+def readme_table() -> str:
+    """The README's table of variables, made from the declarations (tests/test_operations.py holds the
+    README to it: regenerate with `python -c 'from keyhouse.config import readme_table; print(readme_table())'`)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, default, meaning in ENVIRONMENT:
+        shown = f"`{default}`" if default and " " not in default else (default or "—")
+        rows.append(f"| `{name}` | {shown} | {meaning} |")
+    return "\n".join(rows)

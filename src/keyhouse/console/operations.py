@@ -1,7 +1,9 @@
 """The console acts through the operations: each page calls the handler of an operationId of the spec, as
-the signed-in key, after the checks a request to that operation gets on its way in (the key may call it,
-its rate limit, the request body against the operation's schema). So a page can never do what the API
-would refuse, and no rule of keyhouse lives here a second time."""
+the signed-in key, exactly as a request to that operation would reach it: the key may call it now (the
+verifier's whole question, through auth.admit), its parameters and body checked against the operation's
+own, and its answer checked against the operation's response before the page shows it. So a page can
+never do what the API would refuse, nor show what the API would not answer, and no rule of keyhouse
+lives here a second time."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from .. import runtime, spec
 from ..api import HANDLERS
 from ..auth import Principal, admit
 from ..errors import ApiError, FieldError
-from ..validation import parameter_error, validated
+from ..validation import compiled_response, parameter_error, validated
 
 
 @functools.cache
@@ -60,12 +62,31 @@ def max_length(operation_id: str, name: str) -> int:
     return (field or _parameter(operation_id, name)["schema"])["maxLength"]
 
 
-def check_parameter(operation_id: str, name: str, value: t.Any) -> None:
-    """400, naming the parameter, for a value the operation's parameter `name` does not take (for what the
-    console reads off its own URLs and passes on to the operation)."""
-    param = _parameter(operation_id, name)
-    if (why := parameter_error(param, value)) is not None:
-        raise ApiError("invalid_parameter", why, fields=[FieldError((name,), why, "invalid")], location="query")
+def _checked_parameters(operation_id: str, given: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The parameters a page passes, as a request's would be checked: each against the operation's own
+    parameter (400 naming it), the required ones present, no name the operation does not have."""
+    declared = {param["name"]: param for param in _operations()[operation_id].get("parameters", [])}
+    if unknown := set(given) - set(declared):
+        raise TypeError(f"{operation_id} has no parameter {sorted(unknown)}")  # a page's bug, not a client's
+    for name, param in declared.items():
+        value = given.get(name)
+        why = (f"Missing parameter '{name}'" if param.get("required") else None) if value is None \
+            else parameter_error(param, value)
+        if why is not None:
+            raise ApiError("invalid_parameter", why, fields=[FieldError((name,), why, "invalid")],
+                           location=param["in"])
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _checked_answer(operation_id: str, answer: t.Any) -> t.Any:
+    """The handler's answer, checked against the operation's response for its status, as Connexion checks
+    every answer of the API: one that does not conform is keyhouse's bug, a 500, never shown."""
+    body, status = (answer[0], answer[1]) if isinstance(answer, tuple) else (answer, 200)
+    content = _operations()[operation_id]["responses"][str(status)].get("content", {})
+    if body is not None and "application/json" in content:
+        if not compiled_response(content["application/json"]["schema"]).is_valid(body):
+            raise ApiError("internal", f"The answer of {operation_id} does not conform to its contract.")
+    return answer
 
 
 class OperationCaller:
@@ -90,6 +111,7 @@ class OperationCaller:
 
     async def _answer(self, operation_id: str, body: dict | None, parameters: dict) -> t.Any:
         await admit(runtime.current(), self.me, operation_id)
+        parameters = _checked_parameters(operation_id, parameters)
         if body is not None:
             parameters["body"] = validated(body_schema(operation_id), body)
         handler = HANDLERS[operation_id]
@@ -98,4 +120,4 @@ class OperationCaller:
             answer = await handler(**parameters, token_info=token_info)
         else:  # as Connexion runs a plain function: off the event loop
             answer = await run_in_threadpool(handler, **parameters, token_info=token_info)
-        return answer
+        return _checked_answer(operation_id, answer)
