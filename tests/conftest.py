@@ -10,6 +10,7 @@ settings makes its own with `make_app`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -105,7 +106,8 @@ def pytest_ignore_collect(collection_path, config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "served" in item.fixturenames or item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if {"served", "served_once"} & set(item.fixturenames) or module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
 
 
@@ -175,6 +177,11 @@ def client(app):
 
 @pytest.fixture
 def world(app) -> World:
+    return populated(app)
+
+
+def populated(app) -> World:
+    """Two organizations: acme (an admin and a member) and globex (an admin)."""
     acme = add_organization(app, "acme")
     globex = add_organization(app, "globex")
     return World(
@@ -201,10 +208,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(tmp_path):
-    env = {**os.environ, "KEYHOUSE_DATABASE_URL": database_url(tmp_path),
-           "KEYHOUSE_SECRET_FILE": str(tmp_path / "secret")}
+@contextlib.contextmanager
+def serving(directory):
+    """A bootstrapped database in `directory`, its admin key, and `start`, which serves it (as many servers
+    as a test starts, all stopped at the end)."""
+    env = {**os.environ, "KEYHOUSE_DATABASE_URL": database_url(directory),
+           "KEYHOUSE_SECRET_FILE": str(directory / "secret")}
     env.pop("KEYHOUSE_FORWARDED_ALLOW_IPS", None)
     boot = subprocess.run([sys.executable, "-m", "keyhouse.cli", "bootstrap", "--organization", "o",
                            "--email", "a@o.test"], env=env, capture_output=True, text=True, check=True)
@@ -213,9 +222,9 @@ def served(tmp_path):
 
     def start(*flags, **environment):
         """A server (flags and environment variables of its own on top); its output (JSON log lines) goes
-        to tmp_path / f"server-{port}.log"."""
+        to directory / f"server-{port}.log"."""
         port = _free_port()
-        log = tmp_path / f"server-{port}.log"
+        log = directory / f"server-{port}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "keyhouse.cli", "serve", "--port", str(port), *flags],
                                     env={**env, **environment}, stdout=out, stderr=subprocess.STDOUT)
@@ -232,10 +241,27 @@ def served(tmp_path):
         raise RuntimeError(log.read_text())
 
     start.processes = servers  # for tests that signal a server or its workers
-    yield key, start
-    for proc in servers:
-        proc.terminate()
-        proc.wait(timeout=10)
+    try:
+        yield key, start
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A server of the test's own (for tests that change how it runs, or read its whole log)."""
+    with serving(tmp_path) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def served_once(tmp_path_factory):
+    """One server for a module whose tests each make what they need on it (their own keys), and read
+    nothing of its log: starting a server is most of such a test's time."""
+    with serving(tmp_path_factory.mktemp("served")) as served:
+        yield served
 
 
 # ------------------------------------------------------------------ a real browser

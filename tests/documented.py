@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 
 from keyhouse.validation import compiled
-from tests.test_owasp import SPEC, _resolved
+from tests.victims import SPEC, resolved
 
 _RESPONSES: dict[tuple[str, str], dict] = {}  # resolved once: compiled validators are cached by object
 
@@ -17,7 +17,7 @@ def documented_response(op: dict, status: int) -> dict:
     if key not in _RESPONSES:
         responses = op["responses"]
         assert str(status) in responses, f"{op['operationId']} answered {status}, which the spec does not document"
-        _RESPONSES[key] = _resolved(responses[str(status)])
+        _RESPONSES[key] = resolved(responses[str(status)])
     return _RESPONSES[key]
 
 

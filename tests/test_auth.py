@@ -1,8 +1,7 @@
 """Authentication fails closed: every credential an operation accepts that a request presents must hold."""
 
 from keyhouse import keys
-
-API = "/api/v1"
+from tests.helpers import API
 
 
 def test_good_bearer_does_not_excuse_a_bad_billing_key(client, world):

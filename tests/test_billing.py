@@ -3,21 +3,8 @@
 import pytest
 
 from tests.conftest import count_keys
-
-API = "/api/v1"
-
-
-def problem_of(response, status):
-    assert response.status_code == status
-    body = response.json()
-    assert body["status"] == status and body["type"] and body["title"] and body["detail"]
-    return body
-
-
-def create(client, actor, **fields):
-    r = client.post(f"{API}/api-keys", json={"description": "k", **fields}, headers=actor.billing)
-    assert r.status_code == 201, r.text
-    return r.json()
+from tests.helpers import API, problem_of
+from tests.helpers import create_billing_key as create
 
 
 def test_create_shows_the_secret_once_and_it_authenticates(client, world, app):

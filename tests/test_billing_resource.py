@@ -2,9 +2,8 @@
 
 import pytest
 
-from tests.test_billing import create, problem_of
-
-API = "/api/v1"
+from tests.helpers import API, problem_of
+from tests.helpers import create_billing_key as create
 
 
 def test_get_put_delete(client, world):

@@ -138,7 +138,7 @@ def test_guarding_a_platforms_own_api_through_the_generated_client(client_packag
     from keyhouse_generated.api.keys import create_key, get_key
     from keyhouse_generated.models import KeyCreated, KeyCreditsType0, KeyInput, VerifyKeyRequest
 
-    from tests.test_platform_apis import DOCUMENTS
+    from tests.helpers import DOCUMENTS
 
     # A nullable object schema is a union to the generator: KeyCredits | None is KeyCreditsType0 | None.
     key, start = served

@@ -5,18 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import count_keys
-
-API = "/api/v1"
-
-
-def errors_of(response, code):
-    """The response is a cloud error carrying `code`, in the body and in the header."""
-    assert response.headers["x-cloud-error-codes"] == code
-    body = response.json()
-    assert [e["code"] for e in body["errors"]] == [code]
-    assert body["errors"][0]["message"]
-    return body["errors"][0]
-
+from tests.helpers import API, RULESET, errors_of
 
 # ------------------------------------------------------------------ GET /users/{user_id}/auth/keys
 
@@ -133,9 +122,6 @@ def test_malformed_json_is_400(client, world, app):
 
 
 # ------------------------------------------------------------------ traffic-filter rulesets
-
-RULESET = {"name": "offices", "type": "ip", "region": "us-east-1",
-           "rules": [{"source": "192.0.2.0/24", "description": "Berlin"}, {"source": "2001:db8::1"}]}
 
 
 def test_ruleset_create_get_list_delete(client, world):

@@ -2,9 +2,7 @@
 
 import pytest
 
-from tests.test_cloud import errors_of
-
-API = "/api/v1"
+from tests.helpers import API, errors_of
 
 
 def new_key(client, actor, description="k"):

@@ -18,8 +18,8 @@ from keyhouse.console import ROUTES
 from keyhouse.console.rendering import HERE, SECTIONS
 from keyhouse.store.models import ApiKey, AuditEvent, ConsoleSession
 from tests.conftest import make_app
+from tests.helpers import API
 
-API = "/api/v1"
 SPEC = spec.document()
 PAGES = [route.path for route in ROUTES if "GET" in route.methods]
 FORMS = [route.path for route in ROUTES if "POST" in route.methods and route.path != "/sign-in"]

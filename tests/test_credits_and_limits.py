@@ -8,10 +8,8 @@ import pytest
 from sqlalchemy import update
 
 from keyhouse.store.models import ApiKey, utcnow
-from tests.test_key_resource import create
-from tests.test_platform_apis import DOCUMENTS, declare, verify
-
-API = "/api/v1"
+from tests.helpers import API, DOCUMENTS, declare, verify
+from tests.helpers import create_key as create
 
 
 def events(client, admin) -> list[tuple[str, str]]:

@@ -26,9 +26,9 @@ from sqlalchemy import update
 
 from keyhouse.store.models import RetiredSecret
 from tests.documented import assert_documented, operation
-from tests.test_owasp import OPERATIONS, SPEC, Victim, request_for
+from tests.helpers import API
+from tests.victims import OPERATIONS, SPEC, Victim, request_for
 
-API = "/api/v1"
 WITH_BODY = [op["operationId"] for _, _, op in OPERATIONS if "requestBody" in op]
 GUARDED = [op["operationId"] for _, _, op in OPERATIONS]
 

@@ -8,8 +8,7 @@ import pytest
 from keyhouse import keys
 from keyhouse.auth import _jwt_key
 from tests.conftest import SECRET
-
-API = "/api/v1"
+from tests.helpers import API
 
 
 def billing_key(client, actor, **fields):

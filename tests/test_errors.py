@@ -3,8 +3,7 @@
 import pytest
 
 from tests.conftest import count_keys
-
-API = "/api/v1"
+from tests.helpers import API
 
 
 def test_unknown_route_is_404_in_the_guessed_family(client, world):

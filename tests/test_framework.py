@@ -15,7 +15,7 @@ from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.security import AbstractSecurityHandler
 
-API = "/api/v1"
+from tests.helpers import API
 
 # What keyhouse.framework overrides or leans on, as Connexion 3.3.0 has it. When an upgrade changes one,
 # re-read keyhouse.framework against the new code, then update its hash here.

@@ -32,13 +32,21 @@ class Platform:
         return made.json()
 
 
-@pytest.fixture
-def platform(served) -> Platform:
-    key, start = served
-    base = start(KEYHOUSE_RATE_LIMIT="100000/second")
+@pytest.fixture(scope="module")
+def keyhouse_serving(served_once) -> tuple[str, dict]:
+    """One keyhouse for the module, its organization guarding the documents API: each test makes its own
+    keys on it."""
+    key, start = served_once
+    base = start(KEYHOUSE_RATE_LIMIT="100000/second", KEYHOUSE_ORGANIZATION_RATE_LIMIT="100000/second")
     admin = {"Authorization": f"Bearer {key}"}
     declared = httpx.post(f"{base}/apis", json={"name": "documents", "openapi": OPENAPI.read_text()}, headers=admin)
     assert declared.status_code == 201, declared.text
+    return base, admin
+
+
+@pytest.fixture
+def platform(keyhouse_serving) -> Platform:
+    base, admin = keyhouse_serving
     made = lambda **body: httpx.post(f"{base}/keys", json=body, headers=admin).json()  # noqa: E731
     gateway = made(name="gateway", permissions=["verifyKey", "listKeyChanges"])
     customer = made(name="cus_42", owner_id="cus_42", permissions=["documents:getDocument"])

@@ -10,10 +10,8 @@ import httpx
 from sqlalchemy import update
 
 from keyhouse.store.models import AuditEvent, utcnow
-from tests.test_key_resource import create
-from tests.test_platform_apis import DOCUMENTS, declare
-
-API = "/api/v1"
+from tests.helpers import API, DOCUMENTS, declare
+from tests.helpers import create_key as create
 
 
 def changes(client, actor, **params) -> httpx.Response:

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from tests.test_platform_apis import DOCUMENTS, declare, the_rest_of_the_day, verify
-
-API = "/api/v1"
-
-
-def create(client, actor, **body):
-    answer = client.post(f"{API}/keys", json=body, headers=actor.bearer)
-    assert answer.status_code == 201, answer.text
-    return answer.json()
+from tests.helpers import API, DOCUMENTS, declare, the_rest_of_the_day, verify
+from tests.helpers import create_key as create
 
 
 def test_a_customers_key_for_the_documents_api_through_a_gateways_day(client, world):

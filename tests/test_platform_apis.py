@@ -9,43 +9,7 @@ from sqlalchemy import func, select
 
 from keyhouse.store import platform_apis
 from keyhouse.store.models import PlatformApi
-
-API = "/api/v1"
-
-DOCUMENTS = """\
-openapi: 3.0.3
-info: {title: Documents, version: 1.0.0}
-security: [{oauth: ['documents:read']}]
-components:
-  securitySchemes:
-    oauth:
-      type: oauth2
-      flows:
-        clientCredentials:
-          tokenUrl: https://auth.example.test/token
-          scopes: {'documents:read': Read documents, 'documents:write': Change documents}
-paths:
-  /documents/{id}:
-    parameters: [{name: id, in: path, required: true, schema: {type: string}}]
-    get:
-      operationId: getDocument
-      tags: [Documents]
-      responses: {'200': {description: The document.}}
-    delete:
-      operationId: deleteDocument
-      tags: [Documents]
-      security: [{oauth: ['documents:write']}]
-      responses: {'204': {description: Deleted.}}
-  /health:
-    get:
-      operationId: getHealth
-      security: []
-      responses: {'200': {description: Up.}}
-"""
-
-
-def declare(client, actor, **body):
-    return client.post(f"{API}/apis", json=body, headers=actor.bearer)
+from tests.helpers import API, DOCUMENTS, declare, the_rest_of_the_day, verify
 
 
 def stored(app) -> int:
@@ -191,12 +155,6 @@ def test_every_change_is_in_the_audit_trail(client, world):
 
 # ------------------------------------------------------------------ keys that hold their permissions
 
-def verify(client, actor, key, **asked):
-    answer = client.post(f"{API}/keys/verify", json={"key": key, **asked}, headers=actor.bearer)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
-
-
 def workspace_key(client, actor, *scopes):
     made = client.post(f"{API}/user/api-keys", json={"name": "for the gateway", "allowed_scopes": list(scopes)},
                        headers=actor.bearer)
@@ -214,15 +172,6 @@ def test_a_gateways_day_with_a_key_for_the_documents_api(client, world):
     the_rest_of_the_day(client, admin, key["key"])
     listed = client.get(f"{API}/user/api-keys/{key['id']}", headers=admin.bearer).json()
     assert listed["allowed_scopes"] == []
-
-
-def the_rest_of_the_day(client, admin, key: str) -> None:
-    """A key holding documents:getDocument only: deleteDocument is refused; then the API's new definition
-    no longer has getDocument, and the key loses it."""
-    assert verify(client, admin, key, permissions=["documents:deleteDocument"])["code"] == "INSUFFICIENT_PERMISSIONS"
-    without = DOCUMENTS.replace("operationId: getDocument", "operationId: readDocument")
-    assert client.put(f"{API}/apis/documents", json={"openapi": without}, headers=admin.bearer).status_code == 200
-    assert verify(client, admin, key, permissions=["documents:getDocument"])["code"] == "INSUFFICIENT_PERMISSIONS"
 
 
 def test_groups_all_and_the_any_of_form(client, world):

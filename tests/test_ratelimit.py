@@ -5,8 +5,8 @@ import os
 import pytest
 
 from tests.conftest import add_actor, add_organization, make_app
+from tests.helpers import API
 
-API = "/api/v1"
 REDIS_URL = os.environ.get("KEYHOUSE_TEST_REDIS_URL")
 
 

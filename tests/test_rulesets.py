@@ -1,8 +1,7 @@
 """Traffic-filter rulesets: update, associations, and deletion that respects them."""
 
-from tests.test_cloud import RULESET, errors_of
+from tests.helpers import API, RULESET, errors_of
 
-API = "/api/v1"
 RULESETS = f"{API}/deployments/traffic-filter/rulesets"
 
 

@@ -120,7 +120,7 @@ def test_the_head_limit_counts_head_bytes_only_on_every_operation_with_a_body(se
 
     from keyhouse.config import Settings
     from tests.documented import assert_documented
-    from tests.test_owasp import OPERATIONS
+    from tests.victims import OPERATIONS
 
     key, start = served
     base = start()

@@ -4,8 +4,7 @@ import fastjsonschema
 import pytest
 
 from keyhouse.validation import compiled, to_json_schema
-
-API = "/api/v1"
+from tests.helpers import API
 
 
 def test_nullable_becomes_a_null_type():

@@ -3,8 +3,7 @@
 import pytest
 
 from tests.conftest import count_keys
-
-API = "/api/v1"
+from tests.helpers import API
 
 
 def error_of(response, status, type_):
