@@ -43,17 +43,23 @@ def client_package(tmp_path_factory):
             del sys.modules[name]
 
 
+@pytest.fixture(scope="module")
+def serving(served_once):
+    """One server for the module: each test makes and removes what it uses through its family."""
+    key, start = served_once
+    return start(), key
+
+
 def _client(package, base: str, key: str, header: str, prefix: str):
     return package.AuthenticatedClient(base_url=base, token=key, auth_header_name=header, prefix=prefix,
                                        raise_on_unexpected_status=True)
 
 
-def test_the_cloud_family_through_the_generated_client(client_package, served):
+def test_the_cloud_family_through_the_generated_client(client_package, serving):
     from keyhouse_generated.api.cloud_api_keys import create_api_key, delete_api_key, get_api_key, get_api_keys
     from keyhouse_generated.models import ApiKeyResponse, ApiKeysResponse, BasicFailedReply, CreateApiKeyRequest
 
-    key, start = served
-    base = start()
+    base, key = serving
     cloud = _client(client_package, base, key, "Authorization", "ApiKey")
 
     made = create_api_key.sync(client=cloud, body=CreateApiKeyRequest(description="made by a generated client"))
@@ -73,7 +79,7 @@ def test_the_cloud_family_through_the_generated_client(client_package, served):
     assert get_api_keys.sync_detailed(client=revoked).status_code == 401
 
 
-def test_the_billing_family_through_the_generated_client(client_package, served):
+def test_the_billing_family_through_the_generated_client(client_package, serving):
     from keyhouse_generated.api.billing_api_keys import (
         delete_api_key_resource,
         get_api_key_collection,
@@ -82,8 +88,7 @@ def test_the_billing_family_through_the_generated_client(client_package, served)
     )
     from keyhouse_generated.models import BillingApiKey, BillingApiKeyInput, Problem
 
-    key, start = served
-    base = start()
+    base, key = serving
     billing = _client(client_package, base, key, "REB-APIKEY", "")
 
     made = post_api_key.sync(client=billing, body=BillingApiKeyInput(description="billing, generated",
@@ -103,7 +108,7 @@ def test_the_billing_family_through_the_generated_client(client_package, served)
     assert httpx.get(f"{base}/api-keys", headers={"REB-APIKEY": made.secret_key}).status_code == 401
 
 
-def test_the_workspace_family_through_the_generated_client(client_package, served):
+def test_the_workspace_family_through_the_generated_client(client_package, serving):
     from keyhouse_generated.api.workspace_api_keys import (
         create_my_api_key,
         get_my_api_key,
@@ -112,8 +117,7 @@ def test_the_workspace_family_through_the_generated_client(client_package, serve
     )
     from keyhouse_generated.models import Permission, WorkspaceApiKey, WorkspaceApiKeyCreated, WorkspaceApiKeyInput
 
-    key, start = served
-    base = start()
+    base, key = serving
     workspace = _client(client_package, base, key, "Authorization", "Bearer")
 
     made = create_my_api_key.sync(client=workspace, body=WorkspaceApiKeyInput(
@@ -130,7 +134,7 @@ def test_the_workspace_family_through_the_generated_client(client_package, serve
     assert httpx.get(f"{base}/user/api-keys", headers={"Authorization": f"Bearer {made.key}"}).status_code == 401
 
 
-def test_guarding_a_platforms_own_api_through_the_generated_client(client_package, served):
+def test_guarding_a_platforms_own_api_through_the_generated_client(client_package, serving):
     """The issue's day, in keyhouse's own family: declare a documents API, make a key for cus_42 holding
     getDocument with 3 credits, verify it until the credits run out."""
     from keyhouse_generated.api.api_definitions import create_platform_api
@@ -141,8 +145,8 @@ def test_guarding_a_platforms_own_api_through_the_generated_client(client_packag
     from tests.helpers import DOCUMENTS
 
     # A nullable object schema is a union to the generator: KeyCredits | None is KeyCreditsType0 | None.
-    key, start = served
-    admin = _client(client_package, start(), key, "Authorization", "Bearer")
+    base, key = serving
+    admin = _client(client_package, base, key, "Authorization", "Bearer")
     # The body's schema is a oneOf (a document, or scopes), which the generator types as Any: a dict it is.
     declared = create_platform_api.sync(client=admin, body={"name": "documents", "openapi": DOCUMENTS})
     assert declared.permissions == ["deleteDocument", "getDocument", "getHealth"]
