@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy import update
 
 from keyhouse.store.models import RetiredSecret
+from tests.conftest import make_app, populated
 from tests.documented import assert_documented, operation
 from tests.helpers import API
 from tests.victims import OPERATIONS, SPEC, Victim, request_for
@@ -35,15 +36,34 @@ GUARDED = [op["operationId"] for _, _, op in OPERATIONS]
 
 @pytest.fixture
 def victim(app, client, world) -> Victim:
-    """An organization's objects to aim at (tests/test_owasp.py)."""
+    """An organization's objects to aim at (tests/victims.py), for a test that may change them."""
     return Victim(app, client, world)
+
+
+@pytest.fixture(scope="module")
+def _standing(tmp_path_factory):
+    application = make_app(tmp_path_factory.mktemp("edges"))
+    with application.test_client() as test_client:
+        yield application, test_client, Victim(application, test_client, populated(application))
+    application.runtime.store.dispose()
+
+
+@pytest.fixture
+def standing(_standing) -> tuple:
+    """(client, victim) for the tests that must change nothing: one victim for all of them, built once
+    (building it per test was most of their time); rate limits counted afresh for each test."""
+    application, test_client, built = _standing
+    application.runtime.recorder.flush()
+    application.runtime.limiter.forget()
+    return test_client, built
 
 
 # ------------------------------------------------------------------ 1. media types
 
 @pytest.mark.parametrize("operation_id", WITH_BODY)
 @pytest.mark.parametrize("content_type", [{}, {"Content-Type": ""}], ids=["absent", "empty"])
-def test_a_body_without_a_media_type_is_415_and_changes_nothing(client, victim, operation_id, content_type):
+def test_a_body_without_a_media_type_is_415_and_changes_nothing(standing, operation_id, content_type):
+    client, victim = standing
     method, path, op = operation(operation_id)
     request = request_for(method, path, op, victim)
     body = json.dumps(request.pop("json")).encode()  # as bytes, httpx sends no Content-Type of its own
@@ -89,7 +109,8 @@ def _credential_headers(op: dict) -> dict[str, callable]:
 
 
 @pytest.mark.parametrize("operation_id", GUARDED)
-def test_a_repeated_credential_header_is_refused_and_changes_nothing(client, victim, operation_id):
+def test_a_repeated_credential_header_is_refused_and_changes_nothing(standing, operation_id):
+    client, victim = standing
     method, path, op = operation(operation_id)
     request = request_for(method, path, op, victim)
     revoked = client.post(f"{API}/api-keys", json={"description": "soon gone"}, headers=victim.admin.billing).json()
@@ -266,9 +287,10 @@ PATH_PARAMETERS = sorted({(op["operationId"], name) for _, path, op in OPERATION
 
 @pytest.mark.parametrize("operation_id, parameter", PATH_PARAMETERS)
 @pytest.mark.parametrize("dots", ["%2E", "%2E%2E"])
-def test_dot_segments_never_name_a_resource(client, victim, operation_id, parameter, dots):
+def test_dot_segments_never_name_a_resource(standing, operation_id, parameter, dots):
     """A client resolves `.` and `..` in a URL before sending it (RFC 3986 5.2.4): an object with such an
     id could not be addressed, and a link to it would name another resource. Sent encoded, they name none."""
+    client, victim = standing
     method, path, op = operation(operation_id)
     request = request_for(method, path, op, victim)
     values = dict(victim.path_values(), **{parameter: dots})
@@ -311,7 +333,8 @@ BY_KEY_ID = sorted({op["operationId"] for _, path, op in OPERATIONS
 
 
 @pytest.mark.parametrize("operation_id", BY_KEY_ID)
-def test_a_member_learns_no_more_from_an_admins_key_id_than_from_an_unknown_one(client, victim, operation_id):
+def test_a_member_learns_no_more_from_an_admins_key_id_than_from_an_unknown_one(standing, operation_id):
+    client, victim = standing
     method, path, op = operation(operation_id)
     request = request_for(method, path, op, victim)
     before = victim.snapshot(owner=victim.admin.user_id)

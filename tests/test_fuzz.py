@@ -102,18 +102,22 @@ def _with_real(node):
     return node
 
 
-def _aim_at_real_objects(case) -> None:
-    meta = case.meta
+def _aim_at_real_objects(case) -> bool:
+    """Aims the case at the objects that exist half the time; whether it did (then they are put back first)."""
+    meta, aimed = case.meta, False
     if case.path_parameters and not (meta and meta.is_negative_at(ParameterLocation.PATH)) \
             and _heads(case.path_parameters):
         case.path_parameters = {name: REAL_PATH.get(name, value) for name, value in case.path_parameters.items()}
+        aimed = True
     if isinstance(case.body, dict) and not (meta and meta.is_negative_at(ParameterLocation.BODY)) \
             and _heads(case.body):
         case.body = _with_real(case.body)
+        aimed = True
     if isinstance(case.query, dict) and set(case.query) & set(REAL_QUERY) \
             and not (meta and meta.is_negative_at(ParameterLocation.QUERY)) and _heads(case.query):
         case.query = {**case.query, **{name: REAL_QUERY[name] for name in case.query if name in REAL_QUERY}}
     _short_polls(case)
+    return aimed
 
 
 def _short_polls(case) -> None:
@@ -139,8 +143,8 @@ def statuses(request):
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms(case, statuses):
-    _aim_at_real_objects(case)
-    _put_back_targets()
+    if _aim_at_real_objects(case):  # a case aimed elsewhere needs none of them
+        _put_back_targets()
     response = case.call_and_validate(excluded_checks=_not_for(case))
     statuses[response.status_code] += 1
 
