@@ -361,3 +361,58 @@ def test_the_client_says_it_is_typed():
     from importlib.resources import files
 
     assert files("keyhouse_client").joinpath("py.typed").is_file()
+
+
+class InProcessKeyhouse:
+    """keyhouse as the client sees it, answered in this process (no server): the feed answers at once with
+    nothing new, and each verify takes a moment, so that concurrent ones overlap. Counts the verifies."""
+
+    def __init__(self, verdict: dict):
+        self.verdict, self.verifies = verdict, 0
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/keys/changes"):
+            return httpx.Response(200, json={"cursor": "1", "changes": []})
+        self.verifies += 1
+        time.sleep(0.05)
+        return httpx.Response(200, json=self.verdict)
+
+    async def answer_async(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/keys/changes"):
+            await asyncio.sleep(0.2 if "after" in request.url.params else 0)  # a long-poll, shortened
+            return httpx.Response(200, json={"cursor": "1", "changes": []})
+        self.verifies += 1
+        await asyncio.sleep(0.05)
+        return httpx.Response(200, json=self.verdict)
+
+
+VALID = {"valid": True, "code": "VALID", "key_id": "k1", "permissions": []}
+METERED = {**VALID, "remaining": 5}  # a key with credits: every use must reach keyhouse
+
+
+@pytest.mark.parametrize(("verdict", "requests"), [(VALID, 1), (METERED, 8)], ids=["cacheable", "metered"])
+def test_both_clients_share_one_flight_per_key_and_question_in_process(verdict, requests):
+    """The sync and the async client, one core: 8 concurrent verifies of one key make one request when the
+    verdict may be cached, and every one reaches keyhouse when it may not."""
+    sync_keyhouse = InProcessKeyhouse(verdict)
+    with Keyhouse("http://keyhouse.test/api/v1", "kh_gateway",
+                  transport=httpx.MockTransport(sync_keyhouse.answer)) as keyhouse:
+        assert keyhouse.wait_until_following(timeout=2)
+        threads = [threading.Thread(target=keyhouse.verify, args=("kh_customer",)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sync_keyhouse.verifies == requests
+
+    async def scenario() -> int:
+        async_keyhouse = InProcessKeyhouse(verdict)
+        keyhouse = AsyncKeyhouse("http://keyhouse.test/api/v1", "kh_gateway",
+                                 transport=httpx.MockTransport(async_keyhouse.answer_async))
+        assert await keyhouse.wait_until_following(timeout=2)
+        verdicts = await asyncio.gather(*(keyhouse.verify("kh_customer") for _ in range(8)))
+        assert {v.code for v in verdicts} == {"VALID"}
+        await keyhouse.aclose()
+        return async_keyhouse.verifies
+
+    assert asyncio.run(scenario()) == requests

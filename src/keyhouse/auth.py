@@ -26,6 +26,7 @@ import jwt
 from connexion.security import NO_VALUE
 
 from . import keys, metrics, runtime
+from . import spec as contract
 from .errors import ApiError
 from .ratelimit import Exceeded
 from .store import credentials
@@ -112,13 +113,11 @@ def extractors_by_operation(spec: dict) -> dict[str, Credentials]:
     readers = {name: _extractor(scheme) for name, scheme in schemes.items()}
     default = spec.get("security", [])
     table = {}
-    for item in spec["paths"].values():
-        for operation in item.values():
-            if isinstance(operation, dict) and "operationId" in operation:
-                names = [name for req in operation.get("security", default) for name in req]
-                spelled = [_header_of(schemes[n]) for n in names]
-                table[operation["operationId"]] = Credentials([readers[n] for n in names],
-                                                              {h.lower().encode(): h for h in spelled})
+    for _, _, operation in contract.operations(spec):
+        names = [name for req in operation.get("security", default) for name in req]
+        spelled = [_header_of(schemes[n]) for n in names]
+        table[operation["operationId"]] = Credentials([readers[n] for n in names],
+                                                      {h.lower().encode(): h for h in spelled})
     return table
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import spec as contract
+
 ALL = "*"
 
 
@@ -26,18 +28,17 @@ class Policy:
     @classmethod
     def from_spec(cls, spec: dict) -> Policy:
         operations, writes, publishable, admins_only = set(), set(), set(), set()
-        for item in spec["paths"].values():
-            for method, operation in item.items():
-                # An operation open to all (`security: []`, the operators' health checks) is no permission.
-                if isinstance(operation, dict) and "operationId" in operation and operation.get("security") != []:
-                    name = operation["operationId"]
-                    operations.add(name)
-                    if method != "get" and not operation.get("x-keyhouse-safe"):
-                        writes.add(name)
-                    if operation.get("x-keyhouse-publishable"):
-                        publishable.add(name)
-                    if operation.get("x-keyhouse-admins-only"):
-                        admins_only.add(name)
+        for method, _, operation in contract.operations(spec):
+            # An operation open to all (`security: []`, the operators' health checks) is no permission.
+            if operation.get("security") != []:
+                name = operation["operationId"]
+                operations.add(name)
+                if method != "get" and not operation.get("x-keyhouse-safe"):
+                    writes.add(name)
+                if operation.get("x-keyhouse-publishable"):
+                    publishable.add(name)
+                if operation.get("x-keyhouse-admins-only"):
+                    admins_only.add(name)
         return cls(frozenset(operations), frozenset(writes), frozenset(publishable - writes), frozenset(admins_only))
 
     def allows(self, held: list[str], key_type: str, operation_id: str) -> bool:

@@ -132,6 +132,41 @@ class _Feed:
         return FEED_BACKOFF
 
 
+class _Flight:
+    """A leader's request in a thread: its verdict, once `done` (None if it failed: followers ask)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.verdict: Verdict | None = None
+
+
+class _Core:
+    """What both clients do, written once: the question asked, the answer the cache holds, and one request
+    for concurrent verifies of one key and question (the leader asks; the others take its verdict when it
+    may be cached, and ask themselves when it may not: a key with credits or limits counts every use).
+    The two clients differ only in how they wait and how they send."""
+
+    def __init__(self, cache: VerdictCache | None):
+        self.cache = cache
+        self.feed = _Feed(cache)
+        self.flights: dict[str, Any] = {}  # digest -> the leader's flight (an Event, or a Future)
+
+    def cached(self, key: str, question: tuple) -> tuple[str | None, Verdict | None]:
+        """(digest, cached verdict): no digest when the cache is off or not trusted (then: ask)."""
+        if self.cache is None or not self.feed.trusted():
+            return None, None
+        digest = self.cache.digest(key, question)
+        return digest, self.cache.get(digest)
+
+    def taken(self, verdict: Verdict | None) -> bool:
+        """Whether a follower may take the leader's verdict rather than ask itself."""
+        return verdict is not None and self.cache is not None and self.cache.ttl(verdict) > 0
+
+    def keep(self, digest: str, verdict: Verdict, since: int) -> None:
+        assert self.cache is not None  # noqa: S101 - a flight has a digest only with a cache
+        self.cache.put(digest, verdict, since)
+
+
 class Keyhouse:
     """A synchronous client (WSGI applications, scripts). `cache=None` verifies every time."""
 
@@ -143,8 +178,8 @@ class Keyhouse:
                                   transport=RetryTransport(transport or httpx.HTTPTransport(), retry=_retry()))
         self._feed_http = httpx.Client(base_url=base_url, headers=headers, timeout=FEED_WAIT + 5.0,
                                        transport=transport)
-        self._feed = _Feed(self.cache)
-        self._flights: dict[str, threading.Event] = {}
+        self._core = _Core(self.cache)
+        self._feed = self._core.feed
         self._flights_lock = threading.Lock()
         self._closed = threading.Event()
         self._follower: threading.Thread | None = None
@@ -157,30 +192,29 @@ class Keyhouse:
                ip: str | None = None) -> Verdict:
         """keyhouse's verdict on `key` for the question (see `POST /keys/verify`)."""
         question = _question(api, permissions, any_permissions, cost, ip)
-        if self.cache is None or not self._feed.trusted():
-            return self._ask(key, question)
-        digest = self.cache.digest(key, question)
-        if (cached := self.cache.get(digest)) is not None:
+        digest, cached = self._core.cached(key, question)
+        if cached is not None:
             return cached
+        if digest is None:
+            return self._ask(key, question)
         with self._flights_lock:
-            flight = self._flights.get(digest)
+            flight = self._core.flights.get(digest)
             leading = flight is None
             if flight is None:
-                flight = self._flights[digest] = threading.Event()
+                flight = self._core.flights[digest] = _Flight()
         if not leading:
-            flight.wait(10)  # then the leader's verdict is cached, or it was not cacheable: we ask ourselves
-            if (cached := self.cache.get(digest)) is not None:
-                return cached
-            return self._ask(key, question)
+            flight.done.wait(10)
+            led = flight.verdict
+            return led if led is not None and self._core.taken(led) else self._ask(key, question)
         try:
-            since = self.cache.mark()
-            verdict = self._ask(key, question)
-            self.cache.put(digest, verdict, since)
+            since = self.cache.mark() if self.cache is not None else 0
+            verdict = flight.verdict = self._ask(key, question)
+            self._core.keep(digest, verdict, since)
             return verdict
         finally:
             with self._flights_lock:
-                self._flights.pop(digest, None)
-            flight.set()
+                self._core.flights.pop(digest, None)
+            flight.done.set()
 
     def _ask(self, key: str, question: tuple) -> Verdict:
         try:
@@ -230,8 +264,8 @@ class AsyncKeyhouse:
                                                                 retry=_retry()))
         self._feed_http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=FEED_WAIT + 5.0,
                                             transport=transport)
-        self._feed = _Feed(self.cache)
-        self._flights: dict[str, asyncio.Future] = {}
+        self._core = _Core(self.cache)
+        self._feed = self._core.feed
         self._follower: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -244,21 +278,19 @@ class AsyncKeyhouse:
         """keyhouse's verdict on `key` for the question (see `POST /keys/verify`)."""
         await self.start()
         question = _question(api, permissions, any_permissions, cost, ip)
-        if self.cache is None or not self._feed.trusted():
-            return await self._ask(key, question)
-        digest = self.cache.digest(key, question)
-        if (cached := self.cache.get(digest)) is not None:
+        digest, cached = self._core.cached(key, question)
+        if cached is not None:
             return cached
-        if (flight := self._flights.get(digest)) is not None:
-            verdict = await asyncio.shield(flight)  # the leader's answer is as fresh as ours would be...
-            if self.cache.ttl(verdict) > 0:
-                return verdict
-            return await self._ask(key, question)  # ...but a key with credits or limits counts every use
-        flight = self._flights[digest] = asyncio.get_running_loop().create_future()
+        if digest is None:
+            return await self._ask(key, question)
+        if (flight := self._core.flights.get(digest)) is not None:
+            verdict = await asyncio.shield(flight)  # the leader's answer is as fresh as ours would be
+            return verdict if self._core.taken(verdict) else await self._ask(key, question)
+        flight = self._core.flights[digest] = asyncio.get_running_loop().create_future()
         try:
-            since = self.cache.mark()
+            since = self.cache.mark() if self.cache is not None else 0
             verdict = await self._ask(key, question)
-            self.cache.put(digest, verdict, since)
+            self._core.keep(digest, verdict, since)
             flight.set_result(verdict)
             return verdict
         except BaseException as e:
@@ -266,7 +298,7 @@ class AsyncKeyhouse:
             flight.exception()  # retrieved: a flight nobody else waited for raises no warning
             raise
         finally:
-            self._flights.pop(digest, None)
+            self._core.flights.pop(digest, None)
 
     async def _ask(self, key: str, question: tuple) -> Verdict:
         try:
