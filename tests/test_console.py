@@ -560,8 +560,8 @@ def test_the_console_calls_an_operation_as_a_request_would_reach_it(app, client,
     assert too_long.status_code == 400 and "target_id" in too_long.text
     real = HANDLERS["listKeys"]
 
-    def nonconforming(**kwargs):
-        page, status, headers = real(**kwargs)
+    def nonconforming(*, rt, **kwargs):
+        page, status, headers = real(rt=rt, **kwargs)
         return [{**page[0], "masked_key": 42}], status, headers
 
     monkeypatch.setitem(HANDLERS, "listKeys", nonconforming)

@@ -13,7 +13,7 @@ from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 
 from . import spec
-from .api import HANDLERS
+from .api import HANDLERS, handed
 from .auth import extractors_by_operation
 from .changes import ChangeSignal, notify_on_commit
 from .config import Settings
@@ -97,7 +97,8 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     app = OnceAsyncApp(__name__, specification_dir=str(spec.path().parent), lifespan=lifespan,
                        middlewares=middlewares, security_map=SECURITY_MAP)
     # Connexion keeps (and resolves) a copy of its own: the shared document stays as it was read.
-    app.add_api(copy.deepcopy(document), resolver=Resolver(function_resolver=HANDLERS.__getitem__), **API_OPTIONS)
+    app.add_api(copy.deepcopy(document), resolver=Resolver(function_resolver=lambda name: handed(rt, HANDLERS[name])),
+                **API_OPTIONS)
     for exception, handler in ErrorEnvelopes(document).handlers():
         app.add_error_handler(exception, handler)
     app.runtime = rt  # for the CLI and the tests

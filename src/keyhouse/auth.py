@@ -160,7 +160,7 @@ def client_ip(scope) -> str | None:
 
 
 async def _resolve(scope, headers):
-    rt = runtime.current()
+    rt = runtime.of(scope)
     operation_id = scope["extensions"]["connexion_routing"]["operation_id"]
     accepted = rt.extractors[operation_id]
     if (repeated := _repeated(scope["headers"], accepted.headers)) is not None:

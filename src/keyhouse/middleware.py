@@ -82,7 +82,7 @@ def _with_request_id(start: Message, request_id: str) -> Message:
 
 
 class RequestContext:
-    """Binds the runtime, drops one trailing slash, and caps the request body.
+    """Puts the app's runtime in the request's scope, drops one trailing slash, and caps the request body.
 
     The trailing slash: the official billing client posts to `/api-keys/`; a redirect would lose a POST
     body, so the path is rewritten instead (Swagger UI's own `/ui/` paths are left alone).
@@ -108,14 +108,13 @@ class RequestContext:
         # scope: made here, the dict is shared, and the operation visible on the way out (see AccessLog).
         scope.setdefault("extensions", {})
         scope = _media_type_in_lower_case(scope)
-        token = runtime.bind(self.runtime)
+        runtime.attach(scope, self.runtime)
         try:
             receive = self._capped(scope, receive)
             if _is_chunked(scope):
                 scope, receive = await _buffered(scope, receive)
             await self.app(scope, receive, send)
         finally:
-            runtime.unbind(token)
             if _OBSERVED in scope:
                 routed = scope.get("extensions", {}).get("connexion_routing", {})
                 scope[_OBSERVED]["operation"] = routed.get("operation_id")

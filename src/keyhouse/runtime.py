@@ -1,18 +1,14 @@
-"""What a request needs from its process: the settings and the store.
+"""What a request needs from its process: the settings, the store, the policy, the limiter, the recorder.
 
-Bound per request by :class:`keyhouse.middleware.RequestContext`, so that handlers and security
-functions (which Connexion calls by dotted name, not as closures) reach the app they serve, and
-several apps can live in one process (the tests make one per database).
+One value per app, made by create_app, and reached one way: handlers are handed it (`rt`, bound to each
+handler when the app is made), and what Connexion or Starlette calls by itself (the security function,
+the console) reads it from the request's ASGI scope, where RequestContext puts it. Several apps can live
+in one process (the tests make one per database).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-
-from sqlalchemy.orm import Session
 
 from .changes import ChangeSignal
 from .config import Settings
@@ -33,34 +29,15 @@ class Runtime:
     extractors: dict = field(default_factory=dict)  # operationId -> credential readers (keyhouse.auth)
 
 
-_current: ContextVar[Runtime] = ContextVar("keyhouse_runtime")
+_SCOPE_KEY = "keyhouse.runtime"
 
 
-def current() -> Runtime:
-    return _current.get()
+def of(scope) -> Runtime:  # type: ignore[no-untyped-def]
+    """The runtime of the app a request came to: put in its ASGI scope by RequestContext (set up by
+    create_app), read by the security function and the console; handlers are handed it (api.HANDLERS,
+    bound in create_app)."""
+    return scope[_SCOPE_KEY]
 
 
-def bind(runtime: Runtime):
-    return _current.set(runtime)
-
-
-def unbind(token) -> None:
-    _current.reset(token)
-
-
-@contextmanager
-def session() -> Iterator[Session]:
-    """A unit of work that writes (on SQLite it holds the write lock from its first statement)."""
-    with current().store.session() as s:
-        yield s
-
-
-@contextmanager
-def reading() -> Iterator[Session]:
-    """A unit of work that only reads: it never waits for, nor blocks, a writer."""
-    with current().store.reading() as s:
-        yield s
-
-
-def secret() -> bytes:
-    return current().settings.secret
+def attach(scope, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+    scope[_SCOPE_KEY] = runtime

@@ -2,13 +2,17 @@
 
 HANDLERS is the whole map from the spec's operationIds to the functions that serve them. keyhouse.app
 routes by it, and refuses to start when an operation of the spec has no handler here or a handler here
-has no operation.
+has no operation. A handler that needs the process (the store, the settings, the policy) takes it as
+`rt`, handed to it when the app is made (`handed`): no handler reaches for it.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 
+from ..runtime import Runtime
 from . import (
     audit,
     billing,
@@ -82,3 +86,14 @@ HANDLERS: dict[str, Callable] = {
     "getReadiness": operations.get_readiness,
     "getMetrics": operations.get_metrics,
 }
+
+
+def handed(rt: Runtime, handler: Callable) -> Callable:
+    """The handler with the app's runtime handed to it (a handler that needs the process takes `rt`):
+    what Connexion calls for its operation, and what the console calls."""
+    if "rt" not in inspect.signature(handler).parameters:
+        return handler
+    bound = functools.partial(handler, rt=rt)
+    bound.__name__ = handler.__name__  # type: ignore[attr-defined]
+    bound.__doc__ = handler.__doc__
+    return bound

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..auth import principal
-from ..runtime import reading
+from ..runtime import Runtime
 from ..store import trail
 from .common import iso_z, paging_headers
 
@@ -17,9 +17,9 @@ def _event(named: trail.NamedEvent) -> dict:
 
 
 def list_audit_events(token_info: dict, limit: int, offset: int, action: list[str] | None = None,
-                      target_id: str | None = None):
+                      target_id: str | None = None, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         total, rows = trail.page_events(s, me.organization_id, limit, offset, actions=action, target_id=target_id)
         page = [_event(row) for row in rows]
     return page, 200, paging_headers(total, limit, offset)

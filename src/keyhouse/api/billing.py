@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import quote
 
-from .. import platforms, runtime, spec
+from .. import platforms, spec
 from ..auth import Principal, principal
-from ..runtime import reading, session
+from ..runtime import Runtime
 from ..store import api_keys
 from ..store.api_keys import KeyRow
 from ..store.models import ApiKey
@@ -62,10 +62,10 @@ def _filter(expression: str | None) -> list[tuple[str, list[str]]]:
 
 
 async def get_api_key_collection(token_info: dict, limit: int, offset: int, sort: list[str],
-                                 filter_: str | None = None):
+                                 filter_: str | None = None, *, rt: Runtime):
     me = principal(token_info)
     order = [(COLUMNS[field.lstrip("-")], field.startswith("-")) for field in sort]
-    total, rows = await runtime.current().store.read(
+    total, rows = await rt.store.read(
         api_keys.page_keys, me.organization_id, owner_id=None if me.is_admin else me.user_id,
         match=_filter(filter_), order=order, limit=limit, offset=offset,
     )
@@ -90,7 +90,7 @@ def _in_acl(acl: list[dict], permission: str) -> tuple[str, ...]:
                  for i, entry in enumerate(acl) if permission in acl_permissions(entry)), ("acl",))
 
 
-def _fields(me: Principal, body: dict) -> dict:
+def _fields(rt: Runtime, me: Principal, body: dict) -> dict:
     """The stored fields of a key from a billing body; the ACL becomes the key's permissions."""
     acl = body.get("acl")
     requested = None
@@ -103,43 +103,43 @@ def _fields(me: Principal, body: dict) -> dict:
         "description": body["description"],
         "type": body["type"],
         "acl": acl,
-        "permissions": granted(me, requested, body["type"], lambda name: _in_acl(acl or [], name)),
+        "permissions": granted(rt, me, requested, body["type"], lambda name: _in_acl(acl or [], name)),
         "allowed_ips": body.get("allowedIps"),
         "api_user": body.get("apiUser"),
     }
 
 
-def post_api_key(body: dict, token_info: dict):
+def post_api_key(body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
-        plaintext, hashed = new_secret()
+    with rt.store.session() as s:
+        plaintext, hashed = new_secret(rt)
         row = api_keys.issue_key(s, hashed, actor=me.actor(), organization_id=me.organization_id,
-                                 user_id=me.user_id, **_fields(me, body))
+                                 user_id=me.user_id, **_fields(rt, me, body))
         return {**_key(row), "secretKey": plaintext}, 201
 
 
-def get_api_key_resource(id_: str, token_info: dict):
+def get_api_key_resource(id_: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         return _key(visible_key(s, me, id_))
 
 
-def put_api_key_resource(id_: str, body: dict, token_info: dict):
+def put_api_key_resource(id_: str, body: dict, token_info: dict, *, rt: Runtime):
     """Upsert: 201 with the secret when the id is free (never used, or its key was deleted), else 200."""
     me = principal(token_info)
-    fields = _fields(me, body)
-    with session() as s:
+    fields = _fields(rt, me, body)
+    with rt.store.session() as s:
         row = api_keys.get_key(s, me.organization_id, id_, include_revoked=True, for_update=True)
         if row is None:
             # Two PUTs of a new id can race; the unique (organization, id) index lets one insert win,
             # and the other becomes an update of what it made: one object, either way.
-            plaintext, hashed = new_secret()
+            plaintext, hashed = new_secret(rt)
             made = api_keys.try_issue_key(s, hashed, actor=me.actor(), id=id_, organization_id=me.organization_id,
                                           user_id=me.user_id, **fields)
             if made is not None:
                 return {**_key(made), "secretKey": plaintext}, 201
         elif row.revoked_at is not None:
-            plaintext, hashed = new_secret()
+            plaintext, hashed = new_secret(rt)
             api_keys.reissue_key(s, hashed, row, actor=me.actor(), user_id=me.user_id, **fields)
             return {**_key(row), "secretKey": plaintext}, 201
         row = visible_key(s, me, id_, for_update=True)  # a live key: the caller's own, or any for an admin
@@ -147,8 +147,8 @@ def put_api_key_resource(id_: str, body: dict, token_info: dict):
         return _key(row), 200
 
 
-def delete_api_key_resource(id_: str, token_info: dict):
+def delete_api_key_resource(id_: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         api_keys.revoke_keys(s, [visible_key(s, me, id_)], actor=me.actor())
     return None, 204

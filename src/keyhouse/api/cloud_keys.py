@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from ..auth import Principal, principal
 from ..errors import ApiError, FieldError
-from ..runtime import reading, session
+from ..runtime import Runtime
 from ..store import api_keys, organizations
 from ..store.models import ApiKey, User, utcnow
 from .common import granted, iso_offset, may_see, new_secret
@@ -63,60 +63,60 @@ def _live_keys(s, me: Principal, user_id: str, key_ids: list[str], field: str) -
 
 # ------------------------------------------------------------------ the caller's own keys
 
-def get_api_keys(token_info: dict):
+def get_api_keys(token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         return {"keys": [_key(row) for row in api_keys.keys_of_user(s, me.organization_id, me.user_id,
                                                                     include_revoked=False)]}
 
 
-def create_api_key(body: dict, token_info: dict):
+def create_api_key(body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
     expires_at = None
     if "expiration" in body:  # the spec's pattern guarantees <number><d|h>
         amount, unit = int(body["expiration"][:-1]), body["expiration"][-1]
         expires_at = utcnow() + timedelta(**{_UNITS[unit]: amount})
-    with session() as s:
-        plaintext, hashed = new_secret()
+    with rt.store.session() as s:
+        plaintext, hashed = new_secret(rt)
         row = api_keys.issue_key(
             s, hashed, actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
             description=body["description"], expires_at=expires_at,
-            permissions=granted(me, None, "secret"),
+            permissions=granted(rt, me, None, "secret"),
         )
         return {**_key(row), "key": plaintext}, 201
 
 
-def delete_api_keys(body: dict, token_info: dict):
+def delete_api_keys(body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         api_keys.revoke_keys(s, _live_keys(s, me, me.user_id, body["keys"], "keys"), actor=me.actor())
     return {}, 200
 
 
-def get_api_key(api_key_id: str, token_info: dict):
+def get_api_key(api_key_id: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         return _key(_live_keys(s, me, me.user_id, [api_key_id], "api_key_id")[0])
 
 
-def delete_api_key(api_key_id: str, token_info: dict):
+def delete_api_key(api_key_id: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         api_keys.revoke_keys(s, _live_keys(s, me, me.user_id, [api_key_id], "api_key_id"), actor=me.actor())
     return {}, 200
 
 
 # ------------------------------------------------------------------ every user's keys (admins)
 
-def get_users_api_keys(token_info: dict):
+def get_users_api_keys(token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         return {"keys": [_key(row) for row in api_keys.keys_of_organization(s, me.organization_id)]}
 
 
-def delete_users_api_keys(body: dict, token_info: dict):
+def delete_users_api_keys(body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         doomed = []
         for i, entry in enumerate(body["user_api_keys"]):
             if organizations.get_user(s, me.organization_id, entry["user_id"]) is None:
@@ -129,32 +129,32 @@ def delete_users_api_keys(body: dict, token_info: dict):
 
 # ------------------------------------------------------------------ one user's keys
 
-def get_user_api_keys(user_id: str, token_info: dict):
+def get_user_api_keys(user_id: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         user = _owner(s, me, user_id)
         return {"keys": [_key(row) for row in api_keys.keys_of_user(s, me.organization_id, user.id,
                                                                     include_revoked=False)]}
 
 
-def delete_user_api_keys(user_id: str, body: dict, token_info: dict):
+def delete_user_api_keys(user_id: str, body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         user = _owner(s, me, user_id)
         api_keys.revoke_keys(s, _live_keys(s, me, user.id, body["keys"], "keys"), actor=me.actor())
     return {}, 200
 
 
-def get_user_api_key(user_id: str, api_key_id: str, token_info: dict):
+def get_user_api_key(user_id: str, api_key_id: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         user = _owner(s, me, user_id)
         return _key(_live_keys(s, me, user.id, [api_key_id], "api_key_id")[0])
 
 
-def delete_user_api_key(user_id: str, api_key_id: str, token_info: dict):
+def delete_user_api_key(user_id: str, api_key_id: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         user = _owner(s, me, user_id)
         api_keys.revoke_keys(s, _live_keys(s, me, user.id, [api_key_id], "api_key_id"), actor=me.actor())
     return {}, 200

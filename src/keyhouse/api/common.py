@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from .. import keys, platforms, runtime
+from .. import keys, platforms
 from ..auth import Principal
 from ..errors import ApiError, FieldError
-from ..runtime import reading, secret
+from ..runtime import Runtime
 from ..store import api_keys, platform_apis
 from ..store.models import ApiKey
 
@@ -37,9 +37,9 @@ def iso_offset(moment: datetime) -> str:
     return _utc(moment).isoformat(timespec="seconds")[:19] + "+00:00"
 
 
-def new_secret() -> tuple[str, api_keys.Hashed]:
+def new_secret(rt: Runtime) -> tuple[str, api_keys.Hashed]:
     """A new secret: the plaintext the response shows once, and what the store keeps of it."""
-    new = keys.new(secret())
+    new = keys.new(rt.settings.secret)
     return new.plaintext, api_keys.Hashed(new.hash, new.hint)
 
 
@@ -48,7 +48,7 @@ def paging_headers(total: int, limit: int, offset: int) -> dict[str, str]:
     return {"Pagination-Total": str(total), "Pagination-Limit": str(limit), "Pagination-Offset": str(offset)}
 
 
-def granted(me: Principal, requested: list[str] | None, key_type: str,
+def granted(rt: Runtime, me: Principal, requested: list[str] | None, key_type: str,
             locate: Callable[[str], tuple[str, ...]] = lambda _: ()) -> list[str]:
     """The permissions of a key `me` is making: those requested (`locate` says where in the body each is),
     or by default the creator's own (a publishable key's: none).
@@ -57,18 +57,18 @@ def granted(me: Principal, requested: list[str] | None, key_type: str,
     (403, a policy and not a schema matter) what the creator does not hold, writing operations for a
     publishable key, and any permission of the organization's own APIs for one.
     """
-    policy = runtime.current().policy
+    policy = rt.policy
     if requested is None:
         # A publishable key may ship in a web page: it holds what it is given by name, nothing by default.
         wanted = [] if key_type == "publishable" else list(me.permissions)
     else:
         wanted = list(dict.fromkeys(requested))
-        refuse_unknown_permissions(wanted, locate)
+        refuse_unknown_permissions(rt, wanted, locate)
     own = [p for p in wanted if platforms.qualified(p) is None]
     theirs = [p for p in wanted if platforms.qualified(p) is not None]
     why = policy.grantable([p for p in me.permissions if platforms.qualified(p) is None], me.key_type, own, key_type)
     if why is None and theirs:
-        with reading() as s:
+        with rt.store.reading() as s:
             definitions = platform_apis.definitions(s, me.organization_id, [p.partition(":")[0] for p in theirs])
         if unknown := platforms.unknown(theirs, definitions):
             raise ApiError("invalid_body", f"Not a permission of the organization's APIs: {', '.join(unknown)}",
@@ -83,12 +83,12 @@ def granted(me: Principal, requested: list[str] | None, key_type: str,
     raise ApiError("forbidden", why[0].upper() + why[1:] + ".")
 
 
-def refuse_unknown_permissions(names: list[str], locate: Callable[[str], tuple[str, ...]]) -> None:
+def refuse_unknown_permissions(rt: Runtime, names: list[str], locate: Callable[[str], tuple[str, ...]]) -> None:
     """422 for the names that are neither keyhouse's permissions nor an API's `<api>:<permission>`.
 
     A schema that admits an API's own names (`NamedPermission`, for verify's `api` and a billing ACL
     entry's `scope.api`) lets them through where no API is named beside them."""
-    policy = runtime.current().policy
+    policy = rt.policy
     strangers = [p for p in names if platforms.qualified(p) is None and p != platforms.ALL
                  and p not in policy.operations]
     if strangers:

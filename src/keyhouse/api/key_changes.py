@@ -14,9 +14,9 @@ from datetime import timedelta
 
 from connexion.context import request as current_request
 
-from .. import runtime
 from ..auth import principal
 from ..errors import ApiError
+from ..runtime import Runtime
 from ..store import trail
 from ..store.models import utcnow
 from .common import iso_z
@@ -29,9 +29,8 @@ def _change(row) -> dict:
             "api": target_id if target_type == "api" else None}
 
 
-async def list_key_changes(token_info: dict, after: str | None = None, wait: int = 0, limit: int = 100):
+async def list_key_changes(token_info: dict, after: str | None = None, wait: int = 0, limit: int = 100, *, rt: Runtime):
     me = principal(token_info)
-    rt = runtime.current()
     cursor = None if after is None else int(after)  # the spec's pattern: digits only
     deadline = time.monotonic() + wait
     while True:

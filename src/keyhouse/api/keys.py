@@ -11,10 +11,10 @@ from datetime import datetime
 
 import orjson
 
-from .. import credits, runtime, spec
+from .. import credits, spec
 from ..auth import Principal, lookup, principal
 from ..errors import ApiError, FieldError
-from ..runtime import reading, session
+from ..runtime import Runtime
 from ..store import api_keys
 from ..store.models import ApiKey, utcnow
 from .common import granted, iso_z, new_secret, paging_headers, visible_key
@@ -65,48 +65,49 @@ def _meta(body: dict) -> None:
                        fields=[FieldError(("meta",), f"longer than {MAX_META_BYTES} bytes as JSON", "maxLength")])
 
 
-def _permissions(me: Principal, body: dict, key_type: str) -> list[str]:
+def _permissions(rt: Runtime, me: Principal, body: dict, key_type: str) -> list[str]:
     requested: list[str] | None = body.get("permissions")
-    return granted(me, requested, key_type, lambda name: ("permissions", str((requested or []).index(name))))
+    return granted(rt, me, requested, key_type, lambda name: ("permissions", str((requested or []).index(name))))
 
 
 def _moment(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None  # the spec checked it is RFC 3339
 
 
-def list_keys(token_info: dict, limit: int, offset: int, owner_id: str | None = None, search: str | None = None):
+def list_keys(token_info: dict, limit: int, offset: int, owner_id: str | None = None, search: str | None = None,
+              *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         total, rows = api_keys.page_owned_keys(s, me.organization_id, user_id=None if me.is_admin else me.user_id,
                                               owner_id=owner_id, search=search, limit=limit, offset=offset)
         page = [_key(row) for row in rows]
     return page, 200, paging_headers(total, limit, offset)
 
 
-def create_key(body: dict, token_info: dict):
+def create_key(body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
     _meta(body)
     key_type = body["type"]
-    with session() as s:
-        plaintext, hashed = new_secret()
+    with rt.store.session() as s:
+        plaintext, hashed = new_secret(rt)
         row = api_keys.issue_key(
             s, hashed, actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
-            description=body["name"], permissions=_permissions(me, body, key_type), type=key_type,
+            description=body["name"], permissions=_permissions(rt, me, body, key_type), type=key_type,
             owner_id=body.get("owner_id"), meta=body.get("meta"), expires_at=_moment(body.get("expires_at")),
             allowed_ips=body.get("allowed_ips"), **_limits(body))
         return {**_key(row), "key": plaintext}, 201
 
 
-def get_key(key_id: str, token_info: dict):
+def get_key(key_id: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         return _key(visible_key(s, me, key_id))
 
 
-def update_key(key_id: str, body: dict, token_info: dict):
+def update_key(key_id: str, body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
     _meta(body)
-    with session() as s:
+    with rt.store.session() as s:
         row = visible_key(s, me, key_id, for_update=True)
         fields: dict = {column: body[name] for name, column in (("name", "description"), ("owner_id", "owner_id"),
                                                                 ("meta", "meta"), ("allowed_ips", "allowed_ips"))
@@ -114,24 +115,23 @@ def update_key(key_id: str, body: dict, token_info: dict):
         if "expires_at" in body:
             fields["expires_at"] = _moment(body["expires_at"])
         if "permissions" in body:
-            fields["permissions"] = _permissions(me, body, row.type)
+            fields["permissions"] = _permissions(rt, me, body, row.type)
         fields.update(_limits(body))
         api_keys.update_key(s, row, actor=me.actor(), **fields)
         return _key(row), 200
 
 
-def revoke_key(key_id: str, token_info: dict):
+def revoke_key(key_id: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         api_keys.revoke_keys(s, [visible_key(s, me, key_id, for_update=True)], actor=me.actor())
     return None, 204
 
 
-async def lookup_key(body: dict, token_info: dict):
+async def lookup_key(body: dict, token_info: dict, *, rt: Runtime):
     """The live key a secret belongs to: hashed as authentication hashes it (keyhouse.auth.lookup), and
     nothing of it kept; the finding is in the audit trail."""
     me = principal(token_info)
-    rt = runtime.current()
     credential, _ = await lookup(rt, body["key"].strip())
     if credential is None or credential.organization_id != me.organization_id:
         raise ApiError("not_found", "No key of the organization has this secret.")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from anyio import to_thread
 
-from .. import metrics, runtime
+from .. import metrics
+from ..runtime import Runtime
 
 
 async def get_health():
     return {"status": "ok"}
 
 
-async def get_readiness():
-    store = runtime.current().store
+async def get_readiness(*, rt: Runtime):
+    store = rt.store
     database, schema = await to_thread.run_sync(store.readiness)
     ready = database == "ok" and schema == "current"
     return {"status": "ok" if ready else "unavailable", "checks": {"database": database, "schema": schema}}, \

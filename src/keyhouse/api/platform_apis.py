@@ -11,7 +11,7 @@ from __future__ import annotations
 from .. import platforms, spec
 from ..auth import principal
 from ..errors import ApiError, FieldError
-from ..runtime import reading, session
+from ..runtime import Runtime
 from ..store import platform_apis
 from ..store.models import PlatformApi
 from ..validation import compiled
@@ -59,16 +59,16 @@ def _find(s, organization_id: str, name: str, *, for_update: bool = False) -> Pl
     return row
 
 
-def list_platform_apis(token_info: dict):
+def list_platform_apis(token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         return [_view(row) for row in platform_apis.platform_apis(s, me.organization_id)]
 
 
-def create_platform_api(body: dict, token_info: dict):
+def create_platform_api(body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
     definition = _definition(body)
-    with session() as s:
+    with rt.store.session() as s:
         if platform_apis.count_platform_apis(s, me.organization_id) >= MAX_APIS:
             raise ApiError("invalid_body", f"An organization declares at most {MAX_APIS} APIs; delete one first.")
         row = platform_apis.declare_platform_api(s, me.organization_id, body["name"], actor=me.actor(), **definition)
@@ -77,16 +77,16 @@ def create_platform_api(body: dict, token_info: dict):
         return _view(row), 201
 
 
-def get_platform_api(api_name: str, token_info: dict):
+def get_platform_api(api_name: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         return _view(_find(s, me.organization_id, api_name))
 
 
-def replace_platform_api(api_name: str, body: dict, token_info: dict):
+def replace_platform_api(api_name: str, body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
     definition = _definition(body)
-    with session() as s:
+    with rt.store.session() as s:
         row = _find(s, me.organization_id, api_name, for_update=True)
         platform_apis.redefine_platform_api(s, row, actor=me.actor(), **definition)
         now = {api_name: (row.permissions, row.groups)}
@@ -95,9 +95,9 @@ def replace_platform_api(api_name: str, body: dict, token_info: dict):
         return _view(row), 200
 
 
-def delete_platform_api(api_name: str, token_info: dict):
+def delete_platform_api(api_name: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         platform_apis.delete_platform_api(s, _find(s, me.organization_id, api_name, for_update=True), actor=me.actor())
         platform_apis.strip_platform_permissions(s, me.organization_id, api_name,
                                            lambda held: platforms.kept(held, api_name, {}), acl_kept)

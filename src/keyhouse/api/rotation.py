@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ..auth import principal
-from ..runtime import session
+from ..runtime import Runtime
 from ..store import api_keys
 from .common import iso_z, new_secret, visible_key
 
 
-def reroll_key(key_id: str, body: dict, token_info: dict):
+def reroll_key(key_id: str, body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         row = visible_key(s, me, key_id, for_update=True)
-        plaintext, hashed = new_secret()
+        plaintext, hashed = new_secret(rt)
         until = api_keys.reroll_key(s, hashed, row, timedelta(seconds=body["grace_period_seconds"]),
                                     actor=me.actor())
         return {"id": row.id, "key": plaintext, "previous_secret_valid_until": iso_z(until)}, 201

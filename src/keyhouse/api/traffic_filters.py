@@ -9,7 +9,7 @@ from __future__ import annotations
 from .. import spec
 from ..auth import Principal, principal
 from ..errors import ApiError
-from ..runtime import reading, session
+from ..runtime import Runtime
 from ..store import rulesets
 from ..store.models import Ruleset, new_id
 
@@ -56,9 +56,9 @@ def _find_ruleset(s, me: Principal, ruleset_id: str) -> Ruleset:
     return row
 
 
-def create_traffic_filter_ruleset(body: dict, token_info: dict):
+def create_traffic_filter_ruleset(body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         if rulesets.count_rulesets(s, me.organization_id) >= MAX_RULESETS:
             raise ApiError("invalid_body", f"An organization holds at most {MAX_RULESETS} rulesets; delete one first.",
                            code="traffic_filter.rulesets_limit_exceeded")
@@ -66,32 +66,33 @@ def create_traffic_filter_ruleset(body: dict, token_info: dict):
         return {"id": row.id}, 200
 
 
-def get_traffic_filter_rulesets(token_info: dict, region: str | None = None, include_associations: bool = False):
+def get_traffic_filter_rulesets(token_info: dict, region: str | None = None, include_associations: bool = False,
+                                *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         rows = rulesets.rulesets_of(s, me.organization_id, region)
         associations = rulesets.associations_of(s, [r.id for r in rows])
         return {"rulesets": [_ruleset(r, associations[r.id], include_associations) for r in rows]}
 
 
-def get_traffic_filter_ruleset(ruleset_id: str, token_info: dict, include_associations: bool = False):
+def get_traffic_filter_ruleset(ruleset_id: str, token_info: dict, include_associations: bool = False, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         row = _find_ruleset(s, me, ruleset_id)
         return _ruleset(row, rulesets.associations_of(s, [row.id])[row.id], include_associations)
 
 
-def update_traffic_filter_ruleset(ruleset_id: str, body: dict, token_info: dict):
+def update_traffic_filter_ruleset(ruleset_id: str, body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         row = _find_ruleset(s, me, ruleset_id)
         rulesets.update_ruleset(s, row, actor=me.actor(), **_definition(body))
         return {"id": row.id}, 200
 
 
-def delete_traffic_filter_ruleset(ruleset_id: str, token_info: dict, ignore_associations: bool = False):
+def delete_traffic_filter_ruleset(ruleset_id: str, token_info: dict, ignore_associations: bool = False, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         row = _find_ruleset(s, me, ruleset_id)
         count = len(rulesets.associations_of(s, [row.id])[row.id])
         if count and not ignore_associations:
@@ -101,27 +102,27 @@ def delete_traffic_filter_ruleset(ruleset_id: str, token_info: dict, ignore_asso
     return {}, 200
 
 
-def get_traffic_filter_ruleset_deployment_associations(ruleset_id: str, token_info: dict):
+def get_traffic_filter_ruleset_deployment_associations(ruleset_id: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         row = _find_ruleset(s, me, ruleset_id)
         associations = rulesets.associations_of(s, [row.id])[row.id]
         return {"associations": [{"entity_type": a.entity_type, "id": a.entity_id} for a in associations],
                 "total_associations": len(associations)}
 
 
-def create_traffic_filter_ruleset_association(ruleset_id: str, body: dict, token_info: dict):
+def create_traffic_filter_ruleset_association(ruleset_id: str, body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         row = _find_ruleset(s, me, ruleset_id)
         made = rulesets.add_association(s, row, body["entity_type"], body["id"], actor=me.actor())
     return {}, 201 if made else 200
 
 
 def delete_traffic_filter_ruleset_association(ruleset_id: str, association_type: str, associated_entity_id: str,
-                                              token_info: dict):
+                                              token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         row = _find_ruleset(s, me, ruleset_id)
         if not rulesets.remove_association(s, row, association_type, associated_entity_id, actor=me.actor()):
             raise ApiError("not_found", "The association can't be found.", code="traffic_filter.association_not_found")
@@ -129,9 +130,9 @@ def delete_traffic_filter_ruleset_association(ruleset_id: str, association_type:
 
 
 def get_traffic_filter_deployment_ruleset_associations(association_type: str, associated_entity_id: str,
-                                                       token_info: dict):
+                                                       token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         rows = rulesets.rulesets_of_entity(s, me.organization_id, association_type, associated_entity_id)
         associations = rulesets.associations_of(s, [r.id for r in rows])
         return {"rulesets": [_ruleset(r, associations[r.id], False) for r in rows]}

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from .. import platforms, runtime
+from .. import platforms
 from ..auth import lookup, principal
 from ..ratelimit import Exceeded, Standing
+from ..runtime import Runtime
 from ..verifier import Ask, verify
 from .common import iso_ms, refuse_unknown_permissions
 
 
-def _asked(body: dict, field: str) -> list[str] | None:
+def _asked(rt: Runtime, body: dict, field: str) -> list[str] | None:
     """The permissions a verify asks about under `field`, as keys hold them. With `api`, every name is
     that API's; without it, a name must be one a key can hold (422 where it stands, otherwise)."""
     names: list[str] | None = body.get(field)
     if names is not None and "api" in body:
         return platforms.of(body["api"], names)
     if names is not None:
-        refuse_unknown_permissions(names, lambda name: (field, str(names.index(name))))
+        refuse_unknown_permissions(rt, names, lambda name: (field, str(names.index(name))))
     return names
 
 
@@ -33,7 +34,7 @@ def _iso(moment: datetime | None) -> str | None:
     return iso_ms(moment) if moment is not None else None
 
 
-async def verify_key(body: dict, token_info: dict):
+async def verify_key(body: dict, token_info: dict, *, rt: Runtime):
     """The hot path: a checksum, one indexed lookup, and no database write unless the key has credits
     to spend (last use is recorded in memory). keyhouse.verifier decides, as it does for every request;
     here the question is read from the body and the verdict written for the gateway.
@@ -43,8 +44,7 @@ async def verify_key(body: dict, token_info: dict):
     already spent. A member verifies only their own keys, as they see only those: any other key is
     NOT_FOUND to them."""
     me = principal(token_info)
-    rt = runtime.current()
-    ask = Ask(ip=body.get("ip"), every=_asked(body, "permissions") or [], some=_asked(body, "any_permissions"),
+    ask = Ask(ip=body.get("ip"), every=_asked(rt, body, "permissions") or [], some=_asked(rt, body, "any_permissions"),
               limit="verification", cost=body["cost"], actor=me.actor())  # cost's default is the spec's
     credential, digest = await lookup(rt, body["key"])
     # Keys of other organizations (and, for a member, of other users) do not exist for this caller: no

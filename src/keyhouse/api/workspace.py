@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..auth import principal
 from ..errors import ApiError
-from ..runtime import reading, session
+from ..runtime import Runtime
 from ..store import api_keys
 from ..store.models import ApiKey, utcnow
 from .common import granted, iso_z, new_secret, visible_key
@@ -35,18 +35,18 @@ def _own(s, me, key_id: str) -> ApiKey:
     return visible_key(s, me, key_id, own_only=True, include_revoked=True)
 
 
-def list_my_api_keys(token_info: dict):
+def list_my_api_keys(token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         return [_key(row) for row in api_keys.keys_of_user(s, me.organization_id, me.user_id, include_revoked=True)]
 
 
-def create_my_api_key(body: dict, token_info: dict):
+def create_my_api_key(body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
     scopes: list[str] | None = body.get("allowed_scopes")
-    permissions = granted(me, scopes, "secret", lambda name: ("allowed_scopes", str((scopes or []).index(name))))
-    with session() as s:
-        plaintext, hashed = new_secret()
+    permissions = granted(rt, me, scopes, "secret", lambda name: ("allowed_scopes", str((scopes or []).index(name))))
+    with rt.store.session() as s:
+        plaintext, hashed = new_secret(rt)
         row = api_keys.issue_key(
             s, hashed, actor=me.actor(), organization_id=me.organization_id, user_id=me.user_id,
             description=body["name"], permissions=permissions, allow_self_revoke=body["allow_self_revoke"],
@@ -55,22 +55,22 @@ def create_my_api_key(body: dict, token_info: dict):
         return {**_key(row), "key": plaintext}, 201
 
 
-def get_my_api_key(id_: str, token_info: dict):
+def get_my_api_key(id_: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with reading() as s:
+    with rt.store.reading() as s:
         return _key(_own(s, me, id_))
 
 
-def revoke_my_api_key(id_: str, token_info: dict):
+def revoke_my_api_key(id_: str, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         api_keys.revoke_keys(s, [_own(s, me, id_)], actor=me.actor())
     return None, 204
 
 
-def revoke_current_api_key(token_info: dict):
+def revoke_current_api_key(token_info: dict, *, rt: Runtime):
     me = principal(token_info)
-    with session() as s:
+    with rt.store.session() as s:
         row = _own(s, me, me.key_id)
         if not row.allow_self_revoke:
             raise ApiError("forbidden", "This key does not allow self-revocation.")

@@ -16,7 +16,7 @@ from connexion.json_schema import resolve_refs
 from starlette.concurrency import run_in_threadpool
 
 from .. import runtime, spec
-from ..api import HANDLERS
+from ..api import HANDLERS, handed
 from ..auth import Principal, admit
 from ..errors import ApiError, FieldError
 from ..validation import compiled_response, parameter_error, validated
@@ -92,12 +92,12 @@ def _checked_answer(operation_id: str, answer: t.Any) -> t.Any:
 class OperationCaller:
     """A signed-in person's key, calling operations."""
 
-    def __init__(self, me: Principal):
-        self.me = me
+    def __init__(self, rt: runtime.Runtime, me: Principal):
+        self.rt, self.me = rt, me
 
     def may(self, operation_id: str) -> bool:
         """Whether the key may call the operation (the pages show only what it may)."""
-        return runtime.current().policy.admits(list(self.me.permissions), self.me.key_type, self.me.role, operation_id)
+        return self.rt.policy.admits(list(self.me.permissions), self.me.key_type, self.me.role, operation_id)
 
     async def call(self, operation_id: str, *, body: dict | None = None, **parameters: t.Any) -> t.Any:
         """What the operation's handler answers (its body), as keyhouse.auth lets a request reach it."""
@@ -110,11 +110,11 @@ class OperationCaller:
         return page, int(headers["Pagination-Total"])
 
     async def _answer(self, operation_id: str, body: dict | None, parameters: dict) -> t.Any:
-        await admit(runtime.current(), self.me, operation_id)
+        await admit(self.rt, self.me, operation_id)
         parameters = _checked_parameters(operation_id, parameters)
         if body is not None:
             parameters["body"] = validated(body_schema(operation_id), body)
-        handler = HANDLERS[operation_id]
+        handler = handed(self.rt, HANDLERS[operation_id])
         token_info = {"sub": self.me.user_id, "principal": self.me}
         if inspect.iscoroutinefunction(handler):
             answer = await handler(**parameters, token_info=token_info)

@@ -89,13 +89,14 @@ def _page_number(request: Request) -> int:
 
 # ------------------------------------------------------------------ signing in and out
 
-def _lifetime() -> str:
-    seconds = runtime.current().settings.console_session_seconds
+def _lifetime(request: Request) -> str:
+    seconds = runtime.of(request.scope).settings.console_session_seconds
     return f"{seconds // 3600} hours" if seconds >= 7200 else f"{max(1, seconds // 60)} minutes"
 
 
 async def sign_in_form(request: Request) -> Response:
-    return render(request, "sign_in.html", {"next": _next(request.query_params.get("next")), "lifetime": _lifetime()})
+    return render(request, "sign_in.html", {"next": _next(request.query_params.get("next")),
+                                            "lifetime": _lifetime(request)})
 
 
 async def sign_in(request: Request) -> Response:
@@ -103,7 +104,7 @@ async def sign_in(request: Request) -> Response:
     target = _next(form.get("next"))
     if not sessions.same_origin(request):
         return render(request, "sign_in.html", {"next": target, "error": "Sign in from the console's own page.",
-                                                "lifetime": _lifetime()}, status=403)
+                                                "lifetime": _lifetime(request)}, status=403)
     response = _see_other(target)
     presented = form.get("key")
     try:
@@ -111,7 +112,8 @@ async def sign_in(request: Request) -> Response:
             raise ApiError("unauthorized", "Paste an API key to sign in.")
         await sessions.open_session(request, presented.strip(), response)
     except ApiError as refused:
-        return render(request, "sign_in.html", {"next": target, "error": refused.detail, "lifetime": _lifetime()},
+        return render(request, "sign_in.html", {"next": target, "error": refused.detail,
+                                                "lifetime": _lifetime(request)},
                       status=STATUS[refused.kind], headers=refused.headers)
     return response
 
@@ -135,7 +137,7 @@ async def sign_out(request: Request, session) -> Response:
 
 @signed_in_only
 async def keys(request: Request, session) -> Response:
-    caller, page = OperationCaller(session.me), _page_number(request)
+    caller, page = OperationCaller(session.rt, session.me), _page_number(request)
     search = request.query_params.get("q", "").strip() or None
     context: dict = {"q": search or "", "page": page, "caller": caller, "notice": request.query_params.get("notice"),
                      "query": urlencode({"q": search}) if search else "", "keys": [], "total": 0, "pages": 1}
@@ -156,7 +158,7 @@ async def _permission_choices(caller: OperationCaller, held: Sequence[str] = ())
     contract's tags, with their summaries; each of the organization's APIs' by its own tags (for those who
     may list them); and whatever else the key being edited holds (so that saving it keeps what the picker
     could not list)."""
-    policy = runtime.current().policy
+    policy = caller.rt.policy
     mine = {op for op in policy.expand(list(caller.me.permissions)) if op in policy.operations}
     groups: Choices = [(tag, [(op, op, summary) for op, summary in ops]) for tag, ops in by_tag(mine)]
     if caller.may("listPlatformApis"):
@@ -176,7 +178,7 @@ async def _permission_choices(caller: OperationCaller, held: Sequence[str] = ())
 
 @signed_in_only
 async def new_key(request: Request, session) -> Response:
-    caller = OperationCaller(session.me)
+    caller = OperationCaller(session.rt, session.me)
     return render(request, "new_key.html", {"session": session, "form": {}, "expiry": EXPIRY_PRESETS,
                                             "choices": await _permission_choices(caller), "caller": caller})
 
@@ -193,7 +195,7 @@ def _expires(preset: object) -> str | None:
 
 @signed_in_only
 async def create_key(request: Request, session) -> Response:
-    form, caller = await request.form(), OperationCaller(session.me)
+    form, caller = await request.form(), OperationCaller(session.rt, session.me)
     body: dict = {"name": str(form.get("name", "")).strip()}
     if form.get("type"):  # otherwise the spec's default
         body["type"] = str(form["type"])
@@ -220,7 +222,7 @@ async def create_key(request: Request, session) -> Response:
 @signed_in_only
 async def revealed(request: Request, session) -> Response:
     """The one page a new secret is on: it is taken out of the store as it is shown."""
-    caller, key_id = OperationCaller(session.me), request.path_params["key_id"]
+    caller, key_id = OperationCaller(session.rt, session.me), request.path_params["key_id"]
     taken = await sessions.take_secret(session, request.path_params["reveal_id"])
     try:
         shown = await caller.call("getKey", key_id=key_id)
@@ -235,7 +237,7 @@ async def revealed(request: Request, session) -> Response:
 
 @signed_in_only
 async def key(request: Request, session) -> Response:
-    caller, key_id = OperationCaller(session.me), request.path_params["key_id"]
+    caller, key_id = OperationCaller(session.rt, session.me), request.path_params["key_id"]
     try:
         shown = await caller.call("getKey", key_id=key_id)
         trail = await caller.call("listAuditEvents", limit=10, offset=0, target_id=key_id) \
@@ -250,7 +252,7 @@ async def key(request: Request, session) -> Response:
 
 @signed_in_only
 async def update_key(request: Request, session) -> Response:
-    form, caller, key_id = await request.form(), OperationCaller(session.me), request.path_params["key_id"]
+    form, caller, key_id = await request.form(), OperationCaller(session.rt, session.me), request.path_params["key_id"]
     body: dict = {"name": str(form.get("name", "")).strip(),
                   "owner_id": str(form.get("owner_id", "")).strip() or None,
                   "permissions": [str(p) for p in form.getlist("permissions")],
@@ -277,7 +279,7 @@ async def _key_failed(request: Request, session, caller: OperationCaller, key_id
 
 @signed_in_only
 async def reroll_key(request: Request, session) -> Response:
-    form, caller, key_id = await request.form(), OperationCaller(session.me), request.path_params["key_id"]
+    form, caller, key_id = await request.form(), OperationCaller(session.rt, session.me), request.path_params["key_id"]
     grace = str(form.get("grace_period_seconds", "0"))
     try:
         if grace not in GRACE_CHOICES:
@@ -292,7 +294,7 @@ async def reroll_key(request: Request, session) -> Response:
 
 @signed_in_only
 async def confirm_revoke(request: Request, session) -> Response:
-    caller, key_id = OperationCaller(session.me), request.path_params["key_id"]
+    caller, key_id = OperationCaller(session.rt, session.me), request.path_params["key_id"]
     try:
         shown = await caller.call("getKey", key_id=key_id)
     except ApiError as e:
@@ -302,7 +304,7 @@ async def confirm_revoke(request: Request, session) -> Response:
 
 @signed_in_only
 async def revoke_key(request: Request, session) -> Response:
-    caller, key_id = OperationCaller(session.me), request.path_params["key_id"]
+    caller, key_id = OperationCaller(session.rt, session.me), request.path_params["key_id"]
     try:
         await caller.call("revokeKey", key_id=key_id)
     except ApiError as e:
@@ -318,7 +320,7 @@ async def find_form(request: Request, session) -> Response:
 @signed_in_only
 async def find_key(request: Request, session) -> Response:
     """A key found by its secret (one that leaked): the secret is in this POST's body only, never in a URL."""
-    form, caller = await request.form(), OperationCaller(session.me)
+    form, caller = await request.form(), OperationCaller(session.rt, session.me)
     try:
         found = await caller.call("lookupKey", body={"key": str(form.get("key", ""))})
     except ApiError as e:
@@ -330,7 +332,7 @@ async def find_key(request: Request, session) -> Response:
 
 @signed_in_only
 async def rulesets(request: Request, session) -> Response:
-    caller = OperationCaller(session.me)
+    caller = OperationCaller(session.rt, session.me)
     try:
         found = await caller.call("getTrafficFilterRulesets", include_associations=True)
     except ApiError as e:
@@ -340,7 +342,7 @@ async def rulesets(request: Request, session) -> Response:
 
 @signed_in_only
 async def audit(request: Request, session) -> Response:
-    caller, page = OperationCaller(session.me), _page_number(request)
+    caller, page = OperationCaller(session.rt, session.me), _page_number(request)
     actions = [a for a in request.query_params.getlist("action") if a in AUDIT_ACTIONS] or None
     target = request.query_params.get("target_id", "").strip() or None
     query = [("action", a) for a in actions or []] + ([("target_id", target)] if target else [])
@@ -357,7 +359,7 @@ async def audit(request: Request, session) -> Response:
 
 @signed_in_only
 async def apis(request: Request, session) -> Response:
-    caller = OperationCaller(session.me)
+    caller = OperationCaller(session.rt, session.me)
     try:
         declared = await caller.call("listPlatformApis")
     except ApiError as e:

@@ -75,7 +75,7 @@ SECTIONS = [("Keys", "/console/keys", "listKeys"), ("Find by secret", "/console/
 
 def sections(session) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
     """(label, path) of the sections the signed-in key may open."""
-    caller = OperationCaller(session.me)
+    caller = OperationCaller(session.rt, session.me)
     return [(label, path) for label, path, operation_id in SECTIONS if caller.may(operation_id)]
 
 

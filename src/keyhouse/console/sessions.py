@@ -55,11 +55,12 @@ class Session:
     email: str  # of the person signed in, and the name of the key they signed in with: who the pages say it is
     key_name: str
     token: str  # the cookie's token, for this request only: it opens what was sealed for this session
+    rt: runtime.Runtime  # the app's, which the session's pages act through
 
 
 async def open_session(request: Request, presented: str, response: Response) -> None:
     """Signs in with `presented` (refused as a request with it would be) and sets the session's cookie."""
-    rt = runtime.current()
+    rt = runtime.of(request.scope)
     me = await sign_in(rt, presented, client_ip(request.scope))
     if (current := await current_session(request)) is not None and \
             (current.me.key_id, current.me.secret_version) == (me.key_id, me.secret_version):
@@ -82,7 +83,7 @@ async def current_session(request: Request) -> Session | None:
     token = request.cookies.get(COOKIE)
     if not token:
         return None
-    rt = runtime.current()
+    rt = runtime.of(request.scope)
     with rt.store.reading() as s:
         named = console_sessions.console_session(s, _hash(token))
         if named is None:
@@ -99,11 +100,11 @@ async def current_session(request: Request) -> Session | None:
         with rt.store.session() as s:
             console_sessions.end_console_session(s, _hash(token), actor=None)
         return None
-    return Session(_hash(token), csrf, me, named.email, named.key_name, token)
+    return Session(_hash(token), csrf, me, named.email, named.key_name, token, rt)
 
 
 def close_session(session: Session, response: Response) -> None:
-    with runtime.current().store.session() as s:
+    with session.rt.store.session() as s:
         console_sessions.end_console_session(s, session.token_hash, actor=session.me.actor())
     response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
 
@@ -127,12 +128,12 @@ def csrf_ok(session: Session, sent: object) -> bool:
 async def claim(session: Session, once: str) -> str | None:
     """None when the form with this one-time token is sent for the first time (it is now claimed); else the
     page its first submission led to ('' while that one is still under way)."""
-    return await runtime.current().store.write(console_sessions.submit_console_form, session.token_hash, once)
+    return await session.rt.store.write(console_sessions.submit_console_form, session.token_hash, once)
 
 
 async def settle(session: Session, once: str, outcome: str | None) -> None:
     """Where a claimed form led (None: it was refused, and may be sent again)."""
-    await runtime.current().store.write(console_sessions.settle_console_form, session.token_hash, once, outcome)
+    await session.rt.store.write(console_sessions.settle_console_form, session.token_hash, once, outcome)
 
 
 # ------------------------------------------------------------------ a new secret, for one view
@@ -147,13 +148,13 @@ async def hold_secret(session: Session, secret: str, **shown: str | None) -> str
     reveal_id, nonce = secrets.token_urlsafe(16), secrets.token_bytes(12)
     sealed = _sealing(session).encrypt(nonce, secret.encode(), reveal_id.encode())
     reveal = {**shown, "sealed": base64.b64encode(nonce + sealed).decode()}
-    await runtime.current().store.write(console_sessions.hold_reveal, session.token_hash, reveal_id, reveal)
+    await session.rt.store.write(console_sessions.hold_reveal, session.token_hash, reveal_id, reveal)
     return reveal_id
 
 
 async def take_secret(session: Session, reveal_id: str) -> tuple[str, dict] | None:
     """The held secret and what was held beside it, taken out of the store; None once it was shown."""
-    reveal = await runtime.current().store.write(console_sessions.take_reveal, session.token_hash, reveal_id)
+    reveal = await session.rt.store.write(console_sessions.take_reveal, session.token_hash, reveal_id)
     if reveal is None:
         return None
     raw = base64.b64decode(reveal.pop("sealed"))
