@@ -94,8 +94,8 @@ def main() -> None:
             url = f"sqlite:///{work}/keyhouse.db"
         env = {**os.environ, "KEYHOUSE_DATABASE_URL": url, "KEYHOUSE_SECRET": suite.SECRET, **suite.LIMITS}
         boot = suite.keyhouse_cli(env, "bootstrap", "--organization", "guard", "--email", "admin@guard.bench")
-        keyhouse = suite.Server("keyhouse", [str(suite.BIN / "keyhouse"), "serve", "--workers", "2"], env, 2,
-                                port=suite.free_port())
+        serve = [str(suite.BIN / "keyhouse"), "serve", "--workers", "2", "--allow-unshared-limits"]
+        keyhouse = suite.Server("keyhouse", serve, env, 2, port=suite.free_port())
         keyhouse.start(work, boot["key"])
         base = keyhouse.url("/api/v1")
         admin = {"Authorization": f"Bearer {boot['key']}"}

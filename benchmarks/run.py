@@ -285,7 +285,8 @@ class Group:
 def servers_for(args, small: dict, big: dict | None) -> dict[str, Server]:
     def keyhouse(name, data, workers):
         env = {**os.environ, **LIMITS, "KEYHOUSE_DATABASE_URL": data["url"], "KEYHOUSE_SECRET": SECRET}
-        return Server(name, [str(BIN / "keyhouse"), "serve", "--workers", str(workers)], env, workers)
+        serve = [str(BIN / "keyhouse"), "serve", "--workers", str(workers), "--allow-unshared-limits"]
+        return Server(name, serve, env, workers)
 
     def uvicorn(name, target, env, workers):
         return Server(name, [str(BIN / "uvicorn"), target, "--workers", str(workers)], env, workers)

@@ -105,3 +105,16 @@ def test_keys_load_bulk_inserts_counted_unusable_keys(tmp_path, db):
     code, out = keyhouse(tmp_path, db, "keys", "load", "--organization", boot["organization_id"], "--user", "nobody",
                          "--count", "1")
     assert code == 1 and "no user" in out["error"]
+
+
+def test_several_workers_without_redis_are_refused_unless_allowed(tmp_path, db):
+    """Without Redis each worker counts every limit on its own (refused credentials per address too):
+    `serve --workers 2` says so and does not start, unless told that is what is wanted."""
+    keyhouse(tmp_path, db, "db", "upgrade")
+    env = {**os.environ, "KEYHOUSE_DATABASE_URL": db, "KEYHOUSE_SECRET_FILE": str(tmp_path / "secret")}
+    env.pop("KEYHOUSE_REDIS_URL", None)
+    refused = subprocess.run([sys.executable, "-m", "keyhouse.cli", "serve", "--workers", "2", "--port", "1"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "KEYHOUSE_REDIS_URL" in json.loads(refused.stdout)["error"]
+    assert "--allow-unshared-limits" in json.loads(refused.stdout)["error"]

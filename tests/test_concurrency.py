@@ -14,7 +14,7 @@ def serving(served_once):
     """One `serve --workers 2` for the module: starting it is most of a test's time, and each test races
     over objects of its own."""
     key, start = served_once
-    return start("--workers", "2", KEYHOUSE_RATE_LIMIT="100000/second"), key
+    return start("--workers", "2", "--allow-unshared-limits", KEYHOUSE_RATE_LIMIT="100000/second"), key
 
 
 @pytest.fixture

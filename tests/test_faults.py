@@ -20,7 +20,7 @@ def _workers(pid: int) -> list[int]:
 
 def test_a_worker_killed_mid_stream_loses_no_acknowledged_key(served):
     key, start = served
-    base = start("--workers", "2", KEYHOUSE_RATE_LIMIT="100000/second")
+    base = start("--workers", "2", "--allow-unshared-limits", KEYHOUSE_RATE_LIMIT="100000/second")
     server = start.processes[-1]
     acknowledged, failures, unexpected, made = [], [], [], threading.Event()
 

@@ -99,7 +99,7 @@ def test_metrics_count_requests_failures_and_rate_limits(tmp_path):
 
 def test_metrics_are_summed_over_workers(served):
     _, start = served
-    base = start("--workers", "2")
+    base = start("--workers", "2", "--allow-unshared-limits")
     with httpx.Client() as client:
         for _ in range(40):  # new connections, so that both workers take some
             assert httpx.get(f"{base}/healthz").status_code == 200

@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
              "by default no forwarded header is trusted and the client is the TCP peer "
              "(env KEYHOUSE_FORWARDED_ALLOW_IPS)",
     )
+    serve.add_argument("--allow-unshared-limits", action="store_true",
+                       default=os.environ.get("KEYHOUSE_ALLOW_UNSHARED_LIMITS", "").lower() in ("1", "true", "yes"),
+                       help="serve several workers without Redis, each counting rate limits on its own (every "
+                            "limit multiplied by --workers); refused otherwise (env KEYHOUSE_ALLOW_UNSHARED_LIMITS)")
     serve.add_argument("--log-level", default=os.environ.get("KEYHOUSE_LOG_LEVEL", "info"),
                        choices=["debug", "info", "warning", "error"],
                        help="JSON log lines on stderr from this level up; one access line per request at info "
@@ -140,6 +144,11 @@ def _run(args, settings: Settings, store: Store) -> int:
         import uvicorn
 
         store.require_current()
+        if args.workers > 1 and not settings.redis_url and not args.allow_unshared_limits:
+            # Each worker would count every limit (refused credentials per address too) on its own.
+            return _fail(f"--workers {args.workers} without KEYHOUSE_REDIS_URL: each worker would count rate "
+                         f"limits on its own, every limit {args.workers} times over. Set KEYHOUSE_REDIS_URL, "
+                         "or pass --allow-unshared-limits (KEYHOUSE_ALLOW_UNSHARED_LIMITS=true).")
 
         # Uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise; keyhouse trusts no proxy
         # it was not told about, because allowedIps decisions rest on the client address.

@@ -104,6 +104,8 @@ def _variable(name: str) -> str:
 SERVER_VARIABLES = [
     ("KEYHOUSE_WORKERS", "1", "worker processes of `keyhouse serve` (--workers)"),
     ("KEYHOUSE_FORWARDED_ALLOW_IPS", "", "proxies whose X-Forwarded-For is trusted (--forwarded-allow-ips)"),
+    ("KEYHOUSE_ALLOW_UNSHARED_LIMITS", "", "serve several workers without Redis, each counting rate limits on "
+                                           "its own (--allow-unshared-limits; refused otherwise)"),
     ("KEYHOUSE_LOG_LEVEL", "info", "lowest level of the JSON log lines (--log-level)"),
     ("PROMETHEUS_MULTIPROC_DIR", "a fresh temporary directory when --workers > 1",
      "where the workers' metrics are kept for /metrics"),

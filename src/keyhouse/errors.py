@@ -24,7 +24,7 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 
 from . import spec
-from .store.session import database_unreachable
+from .store.session import database_unreachable, retryable
 
 log = logging.getLogger("keyhouse.errors")
 
@@ -227,6 +227,10 @@ class ErrorEnvelopes:
             return self.dress(request, from_problem(problem))
 
         def on_unexpected(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+            if retryable(exc):  # a conflict that outlasted its retries: the database is there, and busy
+                log.warning("conflict still lost after retries on %s %s: %s", request.method, request.url.path, exc)
+                return self.dress(request, ApiError("unavailable", "Too many writes conflicted; try again shortly.",
+                                                    headers={"Retry-After": "1"}))
             if database_unreachable(exc):
                 log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
                 return self.dress(request, ApiError("unavailable", "The database is unreachable; try again shortly.",

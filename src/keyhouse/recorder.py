@@ -19,7 +19,7 @@ from anyio import to_thread
 from . import metrics
 from .store import api_keys, credentials, trail
 from .store.models import utcnow
-from .store.session import Store, database_unreachable
+from .store.session import Store, database_unreachable, retryable
 
 log = logging.getLogger("keyhouse.recorder")
 
@@ -58,13 +58,13 @@ class Recorder:
                 api_keys.touch_keys(s, last_used)
                 trail.insert_events(s, events)
         except Exception as e:
-            if not database_unreachable(e):
+            if not (database_unreachable(e) or retryable(e)):
                 log.exception("could not record %d last uses and %d events", len(last_used), len(events))
                 return
-            # The database is away (requests are answering 503 meanwhile): keep it all for the next
-            # flush. Newer last uses win; events stay bounded, the oldest dropped first.
-            log.warning("database unreachable; keeping %d last uses and %d events for the next flush",
-                        len(last_used), len(events))
+            # The database is away (requests are answering 503 meanwhile), or this flush lost a deadlock:
+            # keep it all for the next flush. Newer last uses win; events stay bounded, the oldest dropped.
+            log.warning("%s; keeping %d last uses and %d events for the next flush",
+                        "lost a deadlock" if retryable(e) else "database unreachable", len(last_used), len(events))
             for pk, at in last_used.items():
                 if pk not in self._last_used or self._last_used[pk] < at:
                     self._last_used[pk] = at

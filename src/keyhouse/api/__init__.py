@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable
 
 from ..runtime import Runtime
+from ..store.session import retrying
 from . import (
     audit,
     billing,
@@ -90,10 +91,24 @@ HANDLERS: dict[str, Callable] = {
 
 def handed(rt: Runtime, handler: Callable) -> Callable:
     """The handler with the app's runtime handed to it (a handler that needs the process takes `rt`):
-    what Connexion calls for its operation, and what the console calls."""
+    what Connexion calls for its operation, and what the console calls.
+
+    A plain (sync) handler's work is its unit of work: when it loses a deadlock or a serialization conflict
+    nothing of it committed, and it is run again (`store.session.retrying`); an async handler's writes go
+    through `Store.write`, which retries them itself."""
     if "rt" not in inspect.signature(handler).parameters:
         return handler
+    if not inspect.iscoroutinefunction(handler):
+        handler = _retried(handler)
     bound = functools.partial(handler, rt=rt)
     bound.__name__ = handler.__name__  # type: ignore[attr-defined]
     bound.__doc__ = handler.__doc__
     return bound
+
+
+def _retried(handler: Callable) -> Callable:
+    @functools.wraps(handler)
+    def retried(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return retrying(lambda: handler(*args, **kwargs))
+
+    return retried

@@ -260,8 +260,9 @@ def spend_credits(session: Session, credential: Credential, cost: int, now: date
 
 
 def touch_keys(session: Session, last_used: dict[int, datetime]) -> None:
-    """Record last uses gathered in memory; never moves a time backwards."""
-    for key_pk, at in last_used.items():
+    """Record last uses gathered in memory; never moves a time backwards. In key order, so that hosts
+    flushing the same hot keys lock them in one order and never deadlock one another."""
+    for key_pk, at in sorted(last_used.items()):
         session.execute(
             update(ApiKey).where(ApiKey.pk == key_pk, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < at))
             .values(last_used_at=at)

@@ -85,7 +85,7 @@ def retired_until(db: Session | Connection, key_pk: int, version: int) -> dateti
 def rehash_keys(session: Session, rehashed: dict[int, tuple[str, str]]) -> None:
     """key pk -> (old hash, new hash): a key found under a retired secret now hashes under the current
     one. Only a key still holding the old hash changes (a concurrent reroll or revoke wins)."""
-    for pk, (old, new) in rehashed.items():
+    for pk, (old, new) in sorted(rehashed.items()):  # in key order: two flushers never lock in a cycle
         session.execute(update(ApiKey).where(ApiKey.pk == pk, ApiKey.key_hash == old).values(key_hash=new))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 import typing as t
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -49,11 +51,39 @@ def cached(query):
     return one_statement(query)
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back, nothing of it
+# committed, and the same work run again succeeds once the other transaction is through.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+RETRIES = 5
+
+
+def retryable(exc: BaseException) -> bool:
+    """A transaction that lost a deadlock or a serialization conflict: to be run again where it happens,
+    never reported as an unreachable database."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
 def database_unreachable(exc: BaseException) -> bool:
-    """A lost or refused connection, or a pool with none to give, as opposed to a bug in a query."""
+    """A lost or refused connection, or a pool with none to give, as opposed to a bug in a query (or a lost
+    deadlock, which psycopg raises as an OperationalError too: see `retryable`)."""
+    if retryable(exc):
+        return False
     if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def retrying(work: Callable[[], T]) -> T:
+    """`work()` (a whole unit of work: nothing of a failed try committed), run again when it lost a deadlock
+    or a serialization conflict, after a short, growing, jittered wait; at most RETRIES times."""
+    for attempt in range(RETRIES):
+        try:
+            return work()
+        except DBAPIError as e:
+            if not retryable(e) or attempt == RETRIES - 1:
+                raise
+            time.sleep(random.uniform(0, 0.01 * 2 ** attempt))  # noqa: S311 - jitter, not a secret
+    raise AssertionError("unreachable")
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -121,7 +151,7 @@ class Store:
             with self.session() as session:
                 return query(session, *args, **kwargs)
 
-        return await to_thread.run_sync(run)
+        return await to_thread.run_sync(lambda: retrying(run))
 
     def _read(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # A plain connection, not a Session: these queries are Core statements, and a Session's

@@ -1,0 +1,94 @@
+"""Deadlocks and serialization conflicts (PostgreSQL): told apart from an unreachable database, and the
+unit of work that lost one run again where it happened. Hot keys are written in one order, so two hosts
+flushing the same keys do not deadlock at all."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
+
+from keyhouse.store import api_keys
+from keyhouse.store.models import ApiKey, utcnow
+from keyhouse.store.session import database_unreachable, retryable, retrying
+from tests.conftest import issue_key
+
+
+def _on_postgresql(app) -> None:
+    if app.runtime.store.engine.dialect.name != "postgresql":
+        pytest.skip("a deadlock needs PostgreSQL's row locks: the PostgreSQL leg runs this")
+
+
+def _two_keys(app, world) -> tuple[int, int]:
+    with app.runtime.store.session() as s:
+        return tuple(issue_key(s, organization_id=world.acme_admin.organization_id, user_id=world.acme_admin.user_id,
+                               description=name)[0].pk for name in ("a", "b"))
+
+
+def _crossing(app, first: int, second: int, barrier: threading.Barrier, tries: Counter, name: str):
+    """A unit of work locking `first`, then (once the other has locked its first) `second`."""
+    def work() -> None:
+        tries[name] += 1
+        with app.runtime.store.session() as s:
+            s.execute(update(ApiKey).where(ApiKey.pk == first).values(description=f"{name} first"))
+            if tries[name] == 1:
+                barrier.wait(timeout=10)
+            s.execute(update(ApiKey).where(ApiKey.pk == second).values(description=f"{name} second"))
+    return work
+
+
+def test_a_deadlock_is_retryable_never_an_unreachable_database(app, world):
+    _on_postgresql(app)
+    a, b = _two_keys(app, world)
+    barrier, tries, lost = threading.Barrier(2), Counter(), []
+
+    def run(work) -> None:
+        try:
+            work()
+        except OperationalError as e:
+            lost.append(e)
+
+    threads = [threading.Thread(target=run, args=(_crossing(app, a, b, barrier, tries, "one"),)),
+               threading.Thread(target=run, args=(_crossing(app, b, a, barrier, tries, "two"),))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(lost) == 1, lost  # PostgreSQL picked one victim
+    assert retryable(lost[0]) and not database_unreachable(lost[0])
+
+
+def test_a_unit_of_work_that_lost_a_deadlock_is_run_again_and_both_commit(app, world):
+    _on_postgresql(app)
+    a, b = _two_keys(app, world)
+    barrier, tries = threading.Barrier(2), Counter()
+    threads = [threading.Thread(target=retrying, args=(_crossing(app, a, b, barrier, tries, "one"),)),
+               threading.Thread(target=retrying, args=(_crossing(app, b, a, barrier, tries, "two"),))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(tries.values()) == [1, 2]  # one of the two lost, and ran again
+    again = next(name for name, count in tries.items() if count == 2)
+    with app.runtime.store.session() as s:
+        written = {row.description for row in s.scalars(select(ApiKey).where(ApiKey.pk.in_([a, b])))}
+    assert written == {f"{again} first", f"{again} second"}  # it committed whole, after the other
+
+
+def test_hot_keys_are_touched_in_one_order(app, world, monkeypatch):
+    """Two hosts flushing the same keys lock them in the same order: the flush writes in key order."""
+    a, b = _two_keys(app, world)
+    order = []
+    with app.runtime.store.session() as s:
+        real = s.execute
+
+        def recording(statement, *args, **kwargs):
+            order.append(statement.compile().params.get("pk_1"))
+            return real(statement, *args, **kwargs)
+
+        monkeypatch.setattr(s, "execute", recording)
+        api_keys.touch_keys(s, {b: utcnow(), a: utcnow()})
+    assert order == sorted([a, b])
