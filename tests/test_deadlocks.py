@@ -40,6 +40,14 @@ def _crossing(app, first: int, second: int, barrier: threading.Barrier, tries: C
     return work
 
 
+def _race(*works) -> None:
+    threads = [threading.Thread(target=work) for work in works]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_a_deadlock_is_retryable_never_an_unreachable_database(app, world):
     _on_postgresql(app)
     a, b = _two_keys(app, world)
@@ -51,12 +59,8 @@ def test_a_deadlock_is_retryable_never_an_unreachable_database(app, world):
         except OperationalError as e:
             lost.append(e)
 
-    threads = [threading.Thread(target=run, args=(_crossing(app, a, b, barrier, tries, "one"),)),
-               threading.Thread(target=run, args=(_crossing(app, b, a, barrier, tries, "two"),))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _race(lambda: run(_crossing(app, a, b, barrier, tries, "one")),
+          lambda: run(_crossing(app, b, a, barrier, tries, "two")))
     assert len(lost) == 1, lost  # PostgreSQL picked one victim
     assert retryable(lost[0]) and not database_unreachable(lost[0])
 
@@ -65,12 +69,8 @@ def test_a_unit_of_work_that_lost_a_deadlock_is_run_again_and_both_commit(app, w
     _on_postgresql(app)
     a, b = _two_keys(app, world)
     barrier, tries = threading.Barrier(2), Counter()
-    threads = [threading.Thread(target=retrying, args=(_crossing(app, a, b, barrier, tries, "one"),)),
-               threading.Thread(target=retrying, args=(_crossing(app, b, a, barrier, tries, "two"),))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _race(lambda: retrying(_crossing(app, a, b, barrier, tries, "one")),
+          lambda: retrying(_crossing(app, b, a, barrier, tries, "two")))
     assert sorted(tries.values()) == [1, 2]  # one of the two lost, and ran again
     again = next(name for name, count in tries.items() if count == 2)
     with app.runtime.store.session() as s:
