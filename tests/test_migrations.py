@@ -82,3 +82,18 @@ def test_0003_keeps_a_grace_window_and_folds_the_keys_already_stored(tmp_path):
         credential = credentials.credential_by_hash(s, "old-hash")
         assert credential.key_id == "MiXeD" and credential.retired_until > datetime.now(UTC)
     store.dispose()
+
+
+def test_the_trails_ids_go_past_32_bits(app, world):
+    """Migration 0009: an event can take an id beyond 2**31 (on PostgreSQL the column and its sequence are
+    bigint; SQLite's row id always was), and the change feed serves it as a cursor."""
+    from keyhouse.store import trail
+    from keyhouse.store.models import AuditEvent, utcnow
+
+    big = 2**31 + 7
+    with app.runtime.store.session() as s:
+        s.add(AuditEvent(id=big, organization_id=world.acme_admin.organization_id, at=utcnow(),
+                         action="key.revoked", target_type="api_key", target_id="k"))
+    with app.runtime.store.session() as s:
+        found = trail.changes_after(s, world.acme_admin.organization_id, big - 1, 10, utcnow().replace(year=2000))
+    assert [row[0] for row in found.rows] == [big]

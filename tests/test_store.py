@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from keyhouse.store import api_keys, credentials, organizations
 from tests.conftest import SECRET, issue_key
 
@@ -121,3 +123,49 @@ def test_credentials_are_kept_between_commits_and_a_commit_anywhere_drops_them(c
     finally:
         event.remove(app.runtime.store.engine, "before_cursor_execute", seen)
         other.dispose()
+
+
+def test_a_worker_opens_no_more_connections_to_a_server_database_than_its_budget(tmp_path):
+    """KEYHOUSE_DATABASE_POOL_SIZE and KEYHOUSE_DATABASE_MAX_OVERFLOW bound each worker's connections."""
+    from tests.conftest import POSTGRES_URL, make_app
+
+    if not POSTGRES_URL:
+        pytest.skip("a connection pool of a server database: the PostgreSQL leg runs this")
+    app = make_app(tmp_path, database_pool_size=3, database_max_overflow=2)
+    pool = app.runtime.store.engine.pool
+    assert (pool.size(), pool._max_overflow) == (3, 2)  # noqa: SLF001 - QueuePool exposes no getter for it
+    app.runtime.store.dispose()
+
+
+def test_the_trail_is_pruned_past_its_retention_in_small_batches(app, world, monkeypatch):
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from keyhouse import recorder
+    from keyhouse.store import trail
+    from keyhouse.store.models import AuditEvent, utcnow
+
+    old, recent = utcnow() - timedelta(days=40), utcnow() - timedelta(days=1)
+    event = {"organization_id": world.acme_admin.organization_id, "action": "token.issued", "target_type": "api_key"}
+    with app.runtime.store.session() as s:
+        trail.insert_events(s, [{**event, "at": old} for _ in range(2500)] + [{**event, "at": recent}] * 3)
+    batches = []
+    real = trail.prune_events
+    monkeypatch.setattr(trail, "prune_events", lambda s, before, batch: batches.append(real(s, before, batch))
+                        or batches[-1])
+    assert app.runtime.recorder.prune_once(30 * 86_400) == 2500
+    assert batches == [recorder.PRUNE_BATCH, recorder.PRUNE_BATCH, 500]
+    with app.runtime.store.session() as s:
+        left = s.scalars(select(AuditEvent.at).where(AuditEvent.action == "token.issued")).all()
+        assert len(left) == 3 and s.scalar(select(func.min(AuditEvent.at))) >= recent - timedelta(seconds=1)
+
+
+def test_the_trail_keeps_at_least_what_the_change_feed_serves():
+    from pydantic import ValidationError
+
+    from keyhouse.config import Settings
+
+    with pytest.raises(ValidationError, match="shorter than KEYHOUSE_CHANGE_FEED_RETENTION"):
+        Settings(secret=b"s", audit_retention=60, change_feed_retention=3600)
+    assert Settings(secret=b"s", audit_retention=86_400).audit_retention == 86_400

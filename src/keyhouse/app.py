@@ -61,7 +61,8 @@ def check_handlers(document: dict) -> None:
 
 def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     settings = settings or Settings.from_env()
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, pool_size=settings.database_pool_size,
+                  max_overflow=settings.database_max_overflow)
     store.require_current()  # schema changes go through `keyhouse db upgrade`, never through a start
     notify_on_commit(store)
     document = spec.document()
@@ -74,11 +75,13 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     @asynccontextmanager
     async def lifespan(_app):
         flusher = asyncio.create_task(rt.recorder.run())
+        pruner = asyncio.create_task(rt.recorder.prune(settings.audit_retention))
         await rt.changes.start()
         try:
             yield
         finally:
             flusher.cancel()
+            pruner.cancel()
             await rt.changes.stop()
             rt.recorder.flush()
 

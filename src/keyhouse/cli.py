@@ -123,7 +123,8 @@ def _load_keys(store: Store, settings: Settings, args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
-    store = Store(settings.database_url)
+    store = Store(settings.database_url, pool_size=settings.database_pool_size,
+                  max_overflow=settings.database_max_overflow)
     try:
         return _run(args, settings, store)
     except SchemaOutOfDate as e:

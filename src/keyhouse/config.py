@@ -38,6 +38,13 @@ class Settings(BaseSettings):
         default=(), repr=False, validation_alias=AliasChoices("previous_secrets", "KEYHOUSE_PREVIOUS_SECRET"),
         description="secrets retired by a rotation, comma-separated: their keys still work and are re-hashed "
                     "under the current secret on first use")
+    # Connections to a server database, per worker process: at most pool size + overflow, and one more for
+    # the change feed's listener. Three hosts x two workers at 5 + 10 + 1 is 96, under PostgreSQL's default
+    # max_connections of 100.
+    database_pool_size: int = Field(
+        default=5, ge=1, description="connections each worker keeps open to a server database (PostgreSQL)")
+    database_max_overflow: int = Field(
+        default=10, ge=0, description="connections each worker may open beyond the pool under load")
     max_body_bytes: int = Field(default=64 * 1024, description="largest request body accepted (413 above it)")
     # Limits in the `limits` notation: "100/second", "5000/hour", ...
     rate_limit: str = Field(default="100/second", description="requests per key")
@@ -56,6 +63,10 @@ class Settings(BaseSettings):
         default=3600, description="seconds of changes GET /keys/changes serves (410 for older cursors)")
     console_session_seconds: int = Field(
         default=8 * 3600, description="how long a console session lasts after signing in")
+    audit_retention: int | None = Field(
+        default=None, ge=1,
+        description="seconds the audit trail keeps an event (pruned in small batches; at least the change "
+                    "feed's retention, which it serves from); kept forever unless set")
 
     @field_validator("previous_secrets", mode="before")
     @classmethod
@@ -64,10 +75,18 @@ class Settings(BaseSettings):
             return tuple(v.encode() for v in value.split(",") if v)
         return value
 
-    @field_validator("redis_url", "verified_key_rate_limit", mode="before")
+    @field_validator("redis_url", "verified_key_rate_limit", "audit_retention", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None
+
+    @model_validator(mode="after")
+    def _trail_outlives_the_feed(self) -> Settings:
+        if self.audit_retention is not None and self.audit_retention < self.change_feed_retention:
+            raise ValueError(f"KEYHOUSE_AUDIT_RETENTION ({self.audit_retention} s) is shorter than "
+                             f"KEYHOUSE_CHANGE_FEED_RETENTION ({self.change_feed_retention} s): the change feed is "
+                             "served from the trail, so the trail must keep at least what the feed serves")
+        return self
 
     @model_validator(mode="after")
     def _secret_from_its_file(self) -> Settings:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from anyio import to_thread
 
@@ -24,6 +24,8 @@ from .store.session import Store, database_unreachable, retryable
 log = logging.getLogger("keyhouse.recorder")
 
 FLUSH_SECONDS = 2.0
+PRUNE_SECONDS = 60.0  # how often the trail is pruned (with KEYHOUSE_AUDIT_RETENTION)
+PRUNE_BATCH = 1000  # events deleted per transaction
 MAX_PENDING_EVENTS = 10_000
 
 
@@ -79,3 +81,24 @@ class Recorder:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
             await to_thread.run_sync(self.flush)
+
+    async def prune(self, retention_seconds: int | None) -> None:
+        """Every PRUNE_SECONDS, the trail's events older than the retention deleted, PRUNE_BATCH at a time
+        (every worker prunes; deleting what another deleted deletes nothing)."""
+        while retention_seconds is not None:
+            await to_thread.run_sync(self.prune_once, retention_seconds)
+            await asyncio.sleep(PRUNE_SECONDS)
+
+    def prune_once(self, retention_seconds: int) -> int:
+        """Deletes, in batches, the events older than the retention; how many."""
+        before, deleted = utcnow() - timedelta(seconds=retention_seconds), 0
+        try:
+            while True:
+                with self.store.session() as s:
+                    done = trail.prune_events(s, before, PRUNE_BATCH)
+                deleted += done
+                if done < PRUNE_BATCH:
+                    return deleted
+        except Exception as e:  # noqa: BLE001 - pruning waits for the next round, whatever went wrong
+            log.warning("could not prune the audit trail (%s); trying again later", type(e).__name__)
+            return deleted

@@ -6,7 +6,20 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -235,7 +248,10 @@ class AuditEvent(Base):
     __table_args__ = (Index("ix_audit_org_id", "organization_id", "id"),
                       Index("ix_audit_org_target", "organization_id", "target_id", "id"))
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # 64 bits: at 1,000 events a second a 32-bit id runs out in 25 days. (SQLite's INTEGER PRIMARY KEY, the
+    # row id, is 64 bits already, and only it autoincrements.)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
     # Null for a failed authentication whose key is unknown: no organization to show it to.
     organization_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import BigInteger, Connection, bindparam, func, or_, select
+from sqlalchemy import BigInteger, Connection, bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from .models import ApiKey, AuditEvent, Organization, PlatformApi, Ruleset, User, utcnow
@@ -120,6 +120,16 @@ def changes_after(db: Session | Connection, organization_id: str, after: int | N
         return Changes(rows[-1][0], rows, rows[0][1] < oldest)
     latest = db.execute(_LATEST_CHANGE, {"organization_id": organization_id}).scalar() or 0
     return Changes(after, [], after > latest)
+
+
+def prune_events(session: Session, before: datetime, batch: int) -> int:
+    """Deletes up to `batch` of the oldest events that happened before `before`; how many it deleted. Small
+    batches: each transaction holds few row locks, and writers are never queued behind one big delete."""
+    oldest = select(_events.c.id).where(_events.c.at < before).order_by(_events.c.id).limit(batch)
+    ids = [row[0] for row in session.execute(oldest)]
+    if ids:
+        session.execute(delete(AuditEvent).where(AuditEvent.id.in_(ids)))
+    return len(ids)
 
 
 def insert_events(session: Session, events: Sequence[dict]) -> None:
