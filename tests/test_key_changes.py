@@ -157,3 +157,36 @@ def test_a_cursor_beyond_any_id_is_gone_not_an_error(client, world):
     """The spec admits 18 digits; the ids are smaller (PostgreSQL's integer): such a cursor is no cursor of
     this feed, answered 410 (found by the stateful fuzz on PostgreSQL as a 500)."""
     assert changes(client, world.acme_admin, after="999999999999999999").status_code == 410
+
+
+def test_the_listener_says_whether_it_hears_the_stores_notifies(tmp_path, caplog):
+    """On PostgreSQL the listener probes itself at start-up: a NOTIFY sent the way the store sends changes
+    must reach it. Listening on another database (as LISTEN behind PgBouncer in transaction mode hears
+    nothing) it says it is deaf, in /readyz and in the metric; on SQLite the waits poll."""
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import POSTGRES_URL, make_app
+
+    def change_feed(listen_url=None) -> tuple[str, str]:
+        app = make_app(tmp_path, listen_url=listen_url)
+        with app.test_client() as client:
+            deadline = time.monotonic() + 8
+            while True:
+                state = client.get(f"{API}/readyz").json()["checks"]["change_feed"]
+                # the probe's answer comes within PROBE_SECONDS (3 s); deaf is also the state before it
+                if state != "deaf" or time.monotonic() > deadline or (listen_url and time.monotonic() > deadline - 4):
+                    break
+                time.sleep(0.1)
+            metric = client.get(f"{API}/metrics").text
+        app.runtime.store.dispose()
+        return state, metric
+
+    if not POSTGRES_URL:  # SQLite: nothing to listen to, the waits poll
+        assert change_feed()[0] == "polling"
+        return
+    state, metric = change_feed()
+    assert state == "listening" and "keyhouse_change_feed_listener_listening 1.0" in metric
+    elsewhere = make_url(POSTGRES_URL).set(database="postgres").render_as_string(hide_password=False)
+    state, metric = change_feed(listen_url=elsewhere)
+    assert state == "deaf" and "keyhouse_change_feed_listener_listening 0.0" in metric
+    assert "heard no NOTIFY sent through the database" in caplog.text  # its probe went unheard, and it said so

@@ -36,7 +36,9 @@ def test_healthz_and_readyz_answer_without_a_credential(client):
     assert client.get("/api/v1/healthz").json() == {"status": "ok"}
     ready = client.get("/api/v1/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "schema": "current"}}
+    body = ready.json()
+    assert body["status"] == "ok" and body["checks"].items() >= {"database": "ok", "schema": "current"}.items()
+    assert body["checks"]["change_feed"] in ("polling", "listening", "deaf")
 
 
 def test_readyz_is_503_while_the_schema_is_out_of_date(tmp_path):
@@ -46,7 +48,8 @@ def test_readyz_is_503_while_the_schema_is_out_of_date(tmp_path):
         connection.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     ready = client.get("/api/v1/readyz")
     assert ready.status_code == 503
-    assert ready.json() == {"status": "unavailable", "checks": {"database": "ok", "schema": "out_of_date"}}
+    assert ready.json()["status"] == "unavailable"
+    assert ready.json()["checks"].items() >= {"database": "ok", "schema": "out_of_date"}.items()
     assert client.get("/api/v1/healthz").status_code == 200  # the process itself is fine
 
 
@@ -57,7 +60,7 @@ def test_readyz_is_503_while_the_database_is_unreachable(app, client, monkeypatc
     monkeypatch.setattr(app.runtime.store, "revision", unreachable)
     ready = client.get("/api/v1/readyz")
     assert ready.status_code == 503
-    assert ready.json()["checks"] == {"database": "unreachable", "schema": "unknown"}
+    assert ready.json()["checks"].items() >= {"database": "unreachable", "schema": "unknown"}.items()
 
 
 # ------------------------------------------------------------------ metrics

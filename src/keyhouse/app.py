@@ -11,11 +11,12 @@ from contextlib import asynccontextmanager
 import orjson
 from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
+from sqlalchemy.engine import make_url
 
 from . import spec
 from .api import HANDLERS, handed
 from .auth import extractors_by_operation
-from .changes import ChangeSignal, notify_on_commit
+from .changes import ChangeSignal, notify_on_commit, probe_through
 from .config import Settings
 from .console import Console
 from .errors import ErrorEnvelopes
@@ -70,7 +71,9 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     limiter = RateLimiter(settings.rate_limit, settings.organization_rate_limit, settings.redis_url,
                           settings.refused_credential_limit, settings.verified_key_rate_limit)
     rt = Runtime(settings=settings, store=store, policy=Policy.from_spec(document), recorder=Recorder(store),
-                 limiter=limiter, changes=ChangeSignal(store.engine.url), extractors=extractors_by_operation(document))
+                 limiter=limiter, changes=ChangeSignal(make_url(settings.listen_url or settings.database_url),
+                                                       probe_through(store)),
+                 extractors=extractors_by_operation(document))
 
     @asynccontextmanager
     async def lifespan(_app):

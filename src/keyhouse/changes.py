@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 import weakref
+from collections.abc import Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import URL
 
+from . import metrics
 from .store.models import AuditEvent
 from .store.session import Store
 from .store.trail import FEED_ACTIONS
@@ -27,6 +30,7 @@ log = logging.getLogger("keyhouse.changes")
 POLL_SECONDS = 0.05  # SQLite: how often a wait looks again
 SAFETY_SECONDS = 1.0  # PostgreSQL: how often a wait looks again though nothing woke it
 RECONNECT_SECONDS = 1.0
+PROBE_SECONDS = 3.0  # how long the listener waits to hear its own probe before it says it is deaf
 
 CHANGES_CHANNEL = "keyhouse_changes"  # PostgreSQL's NOTIFY channel; the payload is the organization's id
 
@@ -45,6 +49,15 @@ def notify_on_commit(store: Store) -> None:
             session.execute(select(func.pg_notify(CHANGES_CHANNEL, organization_id)))
 
     store.on_write("before_flush", notify)
+
+
+def probe_through(store: Store) -> Callable[[str], None]:
+    """NOTIFY `payload` the way a change is NOTIFYed: in a transaction of the store (through PgBouncer, say)."""
+    def probe(payload: str) -> None:
+        with store.session() as session:
+            session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                            {"channel": CHANGES_CHANNEL, "payload": payload})
+    return probe
 _closing = False
 
 
@@ -63,11 +76,17 @@ class ChangeSignal:
     """Per process: `wait(organization_id, timeout)` returns when a change of that organization may have
     committed, or when it is time to look again anyway."""
 
-    def __init__(self, url: URL):
+    def __init__(self, url: URL, probe: Callable[[str], None] | None = None):
+        """`url`: where the listener connects (a direct connection: LISTEN behind PgBouncer in transaction
+        mode hears nothing); `probe(payload)`: NOTIFYs the channel the way the store's writes do, so that
+        the listener can tell it hears them."""
         self._url = url
         self._listening = url.get_backend_name() == "postgresql"
+        self._probe = probe
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task | None = None
+        # polling (SQLite), deaf (PostgreSQL, not yet or no longer hearing the store's NOTIFYs), listening
+        self.state = "deaf" if self._listening else "polling"
         _signals.add(self)
 
     @property
@@ -120,6 +139,10 @@ class ChangeSignal:
         for event in self._waiters.get(organization_id, ()):
             event.set()
 
+    def _heard(self, state: str) -> None:
+        self.state = state
+        metrics.CHANGE_LISTENER.set(1 if state == "listening" else 0)
+
     async def _listen(self) -> None:
         import psycopg  # PostgreSQL only
 
@@ -128,10 +151,30 @@ class ChangeSignal:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
                     await connection.execute(f"LISTEN {CHANGES_CHANNEL}")
-                    async for notice in connection.notifies():
-                        self._wake(notice.payload)
+                    probe = f"probe:{uuid.uuid4()}"
+                    if self._probe is not None:
+                        await asyncio.to_thread(self._probe, probe)
+                    probing = asyncio.get_running_loop().call_later(PROBE_SECONDS, self._deaf)
+                    try:
+                        async for notice in connection.notifies():
+                            if notice.payload == probe or self.state != "listening":
+                                probing.cancel()
+                                self._heard("listening")
+                            self._wake(notice.payload)
+                    finally:
+                        probing.cancel()
             except asyncio.CancelledError:
+                self._heard("deaf")
                 raise
             except Exception:  # noqa: BLE001 - a lost connection: the waits poll meanwhile, and we reconnect
+                self._heard("deaf")
                 log.warning("change feed listener lost its connection; reconnecting", exc_info=True)
             await asyncio.sleep(RECONNECT_SECONDS)
+
+    def _deaf(self) -> None:
+        """The probe was not heard: long-polls look again every SAFETY_SECONDS instead of at once."""
+        self._heard("deaf")
+        log.warning("the change feed's listener heard no NOTIFY sent through the database within %s s: is its "
+                    "connection behind PgBouncer in transaction mode? Set KEYHOUSE_LISTEN_URL to a direct "
+                    "connection to PostgreSQL. Until then long-polls look again every %s s.",
+                    PROBE_SECONDS, SAFETY_SECONDS)

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # Connections to a server database, per worker process: at most pool size + overflow, and one more for
     # the change feed's listener. Three hosts x two workers at 5 + 10 + 1 is 96, under PostgreSQL's default
     # max_connections of 100.
+    listen_url: str | None = Field(
+        default=None,
+        description="a direct connection to PostgreSQL for the change feed's LISTEN, when the database URL goes "
+                    "through PgBouncer in transaction mode (which delivers no NOTIFY); the database URL otherwise")
     database_pool_size: int = Field(
         default=5, ge=1, description="connections each worker keeps open to a server database (PostgreSQL)")
     database_max_overflow: int = Field(
@@ -75,7 +79,7 @@ class Settings(BaseSettings):
             return tuple(v.encode() for v in value.split(",") if v)
         return value
 
-    @field_validator("redis_url", "verified_key_rate_limit", "audit_retention", mode="before")
+    @field_validator("redis_url", "verified_key_rate_limit", "audit_retention", "listen_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None

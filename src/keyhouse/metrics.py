@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 REQUESTS = Counter("keyhouse_requests", "Requests answered, by operationId and status.", ["operation", "status"])
 LATENCY = Histogram("keyhouse_request_duration_seconds", "Time to answer a request, by operationId.", ["operation"],
                     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+# 1 while every live worker's change-feed listener hears the store's NOTIFYs (PostgreSQL); 0 while one does not
+# (its long-polls then look again every second instead of at once).
+CHANGE_LISTENER = Gauge("keyhouse_change_feed_listener_listening", "Whether the change feed's listener hears the "
+                        "database's NOTIFYs (1), in every live worker.", multiprocess_mode="livemin")
 AUTH_FAILURES = Counter("keyhouse_authentication_failures", "Refused credentials, by reason.", ["reason"])
 DROPPED_EVENTS = Counter("keyhouse_audit_events_dropped", "Failed-authentication events dropped unwritten: more "
                          "gathered while the database was away than the recorder keeps.")
