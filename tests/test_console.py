@@ -516,6 +516,7 @@ def test_the_trail_says_who_did_what_from_where(app, client, world):
     assert (updated["actor_email"], updated["target_name"]) == ("admin@acme.test", "after")
     for page in (client.get("/console/audit").text, client.get(f"/console/keys/{key_id}").text):
         assert "admin@acme.test" in page and "<del>before</del> → <ins>after</ins>" in page
+        assert "testclient" in page  # from where: the client address the test client reports
     header = client.get("/console/keys").text
     assert re.search(r'class="signed-in"[^>]*>admin@acme.test · first key of admin@acme.test', header), header[:2000]
 

@@ -175,9 +175,10 @@ async def _resolve(scope, headers):
     for kind, credential in dict.fromkeys(presented):
         # The principal (the first) is asked for the operation and counted against its limits; every other
         # credential presented must be valid from here too.
-        ask = Ask(ip=ip, every=(operation_id,), limit="request") if not principals else Ask(ip=ip)
         found, within, what = await _found(rt, _token if kind == "jwt" else _key, credential, ip, operation_id)
-        principals.append(await _admitted(rt, found, replace(ask, within=within), what, operation_id))
+        ask = Ask(ip=ip, within=within, every=(operation_id,), limit="request") if not principals \
+            else Ask(ip=ip, within=within)
+        principals.append(await _admitted(rt, found, ask, what, operation_id))
     return {"sub": principals[0].user_id, "principal": principals[0]}
 
 

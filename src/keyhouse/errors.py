@@ -30,6 +30,7 @@ log = logging.getLogger("keyhouse.errors")
 
 JSON = "application/json"
 RETRY_AFTER_SECONDS = 5  # after a 503 for an unreachable database
+CONFLICT_RETRY_AFTER_SECONDS = 1  # after a 503 for write conflicts that outlasted their retries
 
 # kind -> status. "invalid_body" is the one kind whose status depends on the family.
 STATUS = {
@@ -230,7 +231,7 @@ class ErrorEnvelopes:
             if retryable(exc):  # a conflict that outlasted its retries: the database is there, and busy
                 log.warning("conflict still lost after retries on %s %s: %s", request.method, request.url.path, exc)
                 return self.dress(request, ApiError("unavailable", "Too many writes conflicted; try again shortly.",
-                                                    headers={"Retry-After": "1"}))
+                                                    headers={"Retry-After": str(CONFLICT_RETRY_AFTER_SECONDS)}))
             if database_unreachable(exc):
                 log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
                 return self.dress(request, ApiError("unavailable", "The database is unreachable; try again shortly.",
