@@ -93,7 +93,8 @@ def make_app(tmp_path, **overrides):
 
 # Modules whose tests drive real servers, generators or browsers: `pytest -m "not slow"` leaves them out
 # for a quick inner loop; the README's test command runs everything.
-SLOW_MODULES = {"test_fuzz", "test_clients", "test_swagger_ui", "test_faults", "test_concurrency", "test_outage"}
+SLOW_MODULES = {"test_fuzz", "test_clients", "test_swagger_ui", "test_faults", "test_concurrency", "test_outage",
+                "test_reference_deployment"}
 
 
 def pytest_ignore_collect(collection_path, config):

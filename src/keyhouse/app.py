@@ -63,7 +63,8 @@ def check_handlers(document: dict) -> None:
 def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     settings = settings or Settings.from_env()
     store = Store(settings.database_url, pool_size=settings.database_pool_size,
-                  max_overflow=settings.database_max_overflow)
+                  max_overflow=settings.database_max_overflow,
+                  prepared_statements=settings.database_prepared_statements)
     store.require_current()  # schema changes go through `keyhouse db upgrade`, never through a start
     notify_on_commit(store)
     document = spec.document()

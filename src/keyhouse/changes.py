@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 
 from . import metrics
 from .store.models import AuditEvent
-from .store.session import Store
+from .store.session import CONNECT_TIMEOUT_SECONDS, Store
 from .store.trail import FEED_ACTIONS
 
 log = logging.getLogger("keyhouse.changes")
@@ -146,7 +146,7 @@ class ChangeSignal:
     async def _listen(self) -> None:
         import psycopg  # PostgreSQL only
 
-        conninfo = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+        conninfo = _conninfo(self._url)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
@@ -178,3 +178,15 @@ class ChangeSignal:
                     "connection behind PgBouncer in transaction mode? Set KEYHOUSE_LISTEN_URL to a direct "
                     "connection to PostgreSQL. Until then long-polls look again every %s s.",
                     PROBE_SECONDS, SAFETY_SECONDS)
+
+
+def _conninfo(url: URL) -> str:
+    """libpq's connection string for `url`, as SQLAlchemy's psycopg dialect reads it: a URL naming several
+    hosts (`?host=a,b&port=5432,5432&target_session_attrs=read-write`, or `host=a:5432&host=b:5432`) keeps
+    them all, so the listener follows a failover as the pool does."""
+    import psycopg
+
+    url = url.set(drivername="postgresql+psycopg")
+    _args, kwargs = url.get_dialect()().create_connect_args(url)
+    kwargs.pop("context", None)
+    return psycopg.conninfo.make_conninfo(connect_timeout=CONNECT_TIMEOUT_SECONDS, **kwargs)

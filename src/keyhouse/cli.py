@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
     store = Store(settings.database_url, pool_size=settings.database_pool_size,
-                  max_overflow=settings.database_max_overflow)
+                  max_overflow=settings.database_max_overflow,
+                  prepared_statements=settings.database_prepared_statements)
     try:
         return _run(args, settings, store)
     except SchemaOutOfDate as e:

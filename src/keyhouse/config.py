@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         default=5, ge=1, description="connections each worker keeps open to a server database (PostgreSQL)")
     database_max_overflow: int = Field(
         default=10, ge=0, description="connections each worker may open beyond the pool under load")
+    # PgBouncer in transaction mode (before 1.21) hands each transaction any server connection: a statement
+    # psycopg prepared on one is unknown to the next.
+    database_prepared_statements: bool = Field(
+        default=True,
+        description="let psycopg prepare statements it runs often on the server (PostgreSQL); false behind "
+                    "PgBouncer in transaction mode")
     max_body_bytes: int = Field(default=64 * 1024, description="largest request body accepted (413 above it)")
     # Limits in the `limits` notation: "100/second", "5000/hour", ...
     rate_limit: str = Field(default="100/second", description="requests per key")

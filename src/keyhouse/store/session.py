@@ -98,10 +98,11 @@ def _alembic(connection=None) -> Config:
 
 
 class Store:
-    def __init__(self, database_url: str, *, pool_size: int = 5, max_overflow: int = 10):
+    def __init__(self, database_url: str, *, pool_size: int = 5, max_overflow: int = 10,
+                 prepared_statements: bool = True):
         # A server database: at most pool_size + max_overflow connections of this process (and one more for
         # the change feed's listener): the budget to fit under the server's max_connections.
-        self.engine: Engine = _engine(database_url, pool_size, max_overflow)
+        self.engine: Engine = _engine(database_url, pool_size, max_overflow, prepared_statements)
         self._sessions = sessionmaker(self.engine.execution_options(keyhouse_writes=True), expire_on_commit=False)
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")  # one-statement reads
@@ -231,7 +232,7 @@ class Store:
         self.engine.dispose()
 
 
-def _engine(url: str, pool_size: int, max_overflow: int) -> Engine:
+def _engine(url: str, pool_size: int, max_overflow: int, prepared_statements: bool = True) -> Engine:
     if url.startswith("sqlite"):
         # Handlers run in a thread pool; SQLite connections may cross threads under SQLAlchemy's pool.
         in_memory = url in ("sqlite://", "sqlite:///:memory:")
@@ -262,4 +263,6 @@ def _engine(url: str, pool_size: int, max_overflow: int) -> Engine:
     # hide_parameters: a statement's values (a key's hash, say) stay out of error messages and logs.
     return create_engine(url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_SECONDS, hide_parameters=True,
                          pool_size=pool_size, max_overflow=max_overflow,
-                         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS})
+                         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                                       # None: psycopg never prepares (behind PgBouncer in transaction mode).
+                                       **({} if prepared_statements else {"prepare_threshold": None})})
