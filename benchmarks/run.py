@@ -59,7 +59,7 @@ def dataset(count: int, database: str | None) -> dict:
 
     The admin's key lists and verifies (a gateway's own key); the member's key is the one verified."""
     DATA.mkdir(exist_ok=True)
-    manifest = DATA / f"{count}.json"
+    manifest = DATA / f"{count}{'-postgresql' if database else ''}.json"
     if database:
         schema = f"keyhouse_bench_{count}"
         url = f"{database}?options=-csearch_path%3D{schema}"

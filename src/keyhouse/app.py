@@ -73,13 +73,14 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
                           settings.refused_credential_limit, settings.verified_key_rate_limit)
     rt = Runtime(settings=settings, store=store, policy=Policy.from_spec(document), recorder=Recorder(store),
                  limiter=limiter, changes=ChangeSignal(make_url(settings.listen_url or settings.database_url),
-                                                       probe_through(store)),
+                                                       probe_through(store), store),
                  extractors=extractors_by_operation(document))
 
     @asynccontextmanager
     async def lifespan(_app):
         flusher = asyncio.create_task(rt.recorder.run())
         pruner = asyncio.create_task(rt.recorder.prune(settings.audit_retention))
+        await rt.store.open_on_loop()
         await rt.changes.start()
         try:
             yield
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
             pruner.cancel()
             await rt.changes.stop()
             rt.recorder.flush()
+            await rt.store.close_on_loop()
 
     request_context = functools.partial(RequestContext, runtime=rt, base_path=spec.base_path(document))
     # Every middleware, each before the Connexion one it names (outermost first): the order is this list.

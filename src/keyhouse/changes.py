@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from sqlalchemy.engine import URL
 
 from . import metrics
 from .store.models import AuditEvent
-from .store.session import CONNECT_TIMEOUT_SECONDS, Store
+from .store.session import CONNECT_TIMEOUT_SECONDS, WRITES_CHANNEL, Store
 from .store.trail import FEED_ACTIONS
 
 log = logging.getLogger("keyhouse.changes")
@@ -30,7 +31,12 @@ log = logging.getLogger("keyhouse.changes")
 POLL_SECONDS = 0.05  # SQLite: how often a wait looks again
 SAFETY_SECONDS = 1.0  # PostgreSQL: how often a wait looks again though nothing woke it
 RECONNECT_SECONDS = 1.0
-PROBE_SECONDS = 3.0  # how long the listener waits to hear its own probe before it says it is deaf
+PROBE_SECONDS = 3.0  # how long the listener goes without hearing its own probe before it says it is deaf
+HEARTBEAT_SECONDS = 0.5  # how often the listener probes itself
+# How long a probe heard vouches for the listener: the longest a dead listener connection could leave a
+# process keeping credentials that a write unheard has changed.
+HEARD_FOR_SECONDS = 1.0
+PROBE_PREFIX = "probe:"
 
 CHANGES_CHANNEL = "keyhouse_changes"  # PostgreSQL's NOTIFY channel; the payload is the organization's id
 
@@ -52,12 +58,15 @@ def notify_on_commit(store: Store) -> None:
 
 
 def probe_through(store: Store) -> Callable[[str], None]:
-    """NOTIFY `payload` the way a change is NOTIFYed: in a transaction of the store (through PgBouncer, say)."""
+    """NOTIFY `payload` the way a change is NOTIFYed: in a transaction on the store's engine (through
+    PgBouncer, say); not a unit of work of the store, which would also tell every process it wrote."""
     def probe(payload: str) -> None:
-        with store.session() as session:
-            session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                            {"channel": CHANGES_CHANNEL, "payload": payload})
+        with store.engine.begin() as connection:
+            connection.execute(text("SELECT pg_notify(:channel, :payload)"),
+                               {"channel": CHANGES_CHANNEL, "payload": payload})
     return probe
+
+
 _closing = False
 
 
@@ -76,13 +85,16 @@ class ChangeSignal:
     """Per process: `wait(organization_id, timeout)` returns when a change of that organization may have
     committed, or when it is time to look again anyway."""
 
-    def __init__(self, url: URL, probe: Callable[[str], None] | None = None):
+    def __init__(self, url: URL, probe: Callable[[str], None] | None = None, store: Store | None = None):
         """`url`: where the listener connects (a direct connection: LISTEN behind PgBouncer in transaction
         mode hears nothing); `probe(payload)`: NOTIFYs the channel the way the store's writes do, so that
-        the listener can tell it hears them."""
+        the listener can tell it hears them; `store`: told of every write heard, and for how long its
+        listener is known to hear them (Store.heard_writes), so that it may keep credentials meanwhile."""
         self._url = url
         self._listening = url.get_backend_name() == "postgresql"
         self._probe = probe
+        self._store = store
+        self._heard_at = 0.0  # when the listener last heard its own probe (time.monotonic)
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task | None = None
         # polling (SQLite), deaf (PostgreSQL, not yet or no longer hearing the store's NOTIFYs), listening
@@ -141,6 +153,8 @@ class ChangeSignal:
 
     def _heard(self, state: str) -> None:
         self.state = state
+        if state == "deaf" and self._store is not None:
+            self._store.heard_writes(0.0)  # writes may go unheard from now on
         metrics.CHANGE_LISTENER.set(1 if state == "listening" else 0)
 
     async def _listen(self) -> None:
@@ -151,18 +165,20 @@ class ChangeSignal:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
                     await connection.execute(f"LISTEN {CHANGES_CHANNEL}")
-                    probe = f"probe:{uuid.uuid4()}"
-                    if self._probe is not None:
-                        await asyncio.to_thread(self._probe, probe)
-                    probing = asyncio.get_running_loop().call_later(PROBE_SECONDS, self._deaf)
+                    await connection.execute(f"LISTEN {WRITES_CHANNEL}")
+                    heartbeat = asyncio.create_task(self._heartbeat())
                     try:
                         async for notice in connection.notifies():
-                            if notice.payload == probe or self.state != "listening":
-                                probing.cancel()
-                                self._heard("listening")
-                            self._wake(notice.payload)
+                            if notice.channel == WRITES_CHANNEL:
+                                if self._store is not None:
+                                    self._store.forget_answers()
+                            elif notice.payload.startswith(PROBE_PREFIX):
+                                if notice.payload == self._probe_payload:
+                                    self._heard_probe()
+                            else:
+                                self._wake(notice.payload)
                     finally:
-                        probing.cancel()
+                        heartbeat.cancel()
             except asyncio.CancelledError:
                 self._heard("deaf")
                 raise
@@ -171,13 +187,39 @@ class ChangeSignal:
                 log.warning("change feed listener lost its connection; reconnecting", exc_info=True)
             await asyncio.sleep(RECONNECT_SECONDS)
 
-    def _deaf(self) -> None:
-        """The probe was not heard: long-polls look again every SAFETY_SECONDS instead of at once."""
-        self._heard("deaf")
-        log.warning("the change feed's listener heard no NOTIFY sent through the database within %s s: is its "
-                    "connection behind PgBouncer in transaction mode? Set KEYHOUSE_LISTEN_URL to a direct "
-                    "connection to PostgreSQL. Until then long-polls look again every %s s.",
-                    PROBE_SECONDS, SAFETY_SECONDS)
+    _probe_payload = ""
+
+    async def _heartbeat(self) -> None:
+        """A probe every HEARTBEAT_SECONDS, NOTIFYed the way the store's writes are: each one heard proves the
+        listener hears them for HEARD_FOR_SECONDS more (a connection can die without a word). None heard
+        for PROBE_SECONDS: deaf, and said once."""
+        started = time.monotonic()
+        while True:
+            self._probe_payload = f"{PROBE_PREFIX}{uuid.uuid4()}"
+            if self._probe is not None:
+                with contextlib.suppress(Exception):  # an unreachable database: not heard, so deaf in time
+                    await asyncio.to_thread(self._probe, self._probe_payload)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            silent_since = max(self._heard_at, started)
+            if self.state != "deaf" and time.monotonic() - silent_since > PROBE_SECONDS:
+                self._heard("deaf")
+            if self.state == "deaf" and time.monotonic() - silent_since > PROBE_SECONDS and not self._said_deaf:
+                self._said_deaf = True
+                log.warning("the change feed's listener heard no NOTIFY sent through the database within %s s: is "
+                            "its connection behind PgBouncer in transaction mode? Set KEYHOUSE_LISTEN_URL to a "
+                            "direct connection to PostgreSQL. Until then long-polls look again every %s s, and "
+                            "credentials are read from the database on every request.", PROBE_SECONDS,
+                            SAFETY_SECONDS)
+
+    _said_deaf = False
+
+    def _heard_probe(self) -> None:
+        self._heard_at = time.monotonic()
+        self._said_deaf = False
+        if self._store is not None:
+            self._store.heard_writes(self._heard_at + HEARD_FOR_SECONDS)
+        if self.state != "listening":
+            self._heard("listening")
 
 
 def _conninfo(url: URL) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from .credentials import Credential
 from .models import ApiKey, Organization, RetiredSecret, fold, utcnow
+from .session import one_statement
 from .trail import Actor, record, update_row
 
 _keys = ApiKey.__table__
@@ -159,6 +160,7 @@ def live_keys_by_id(session: Session, organization_id: str, key_ids: Iterable[st
     return {row.id: row for row in session.scalars(query)}
 
 
+@one_statement
 def page_keys(db: Session | Connection, organization_id: str, *, owner_id: str | None,
               match: Sequence[tuple[str, list[str]]], order: Sequence[tuple[str, bool]],
               limit: int, offset: int) -> tuple[int, list[KeyRow]]:
@@ -167,7 +169,8 @@ def page_keys(db: Session | Connection, organization_id: str, *, owner_id: str |
     ties always break on the primary key for stable pages. Rows carry the billing view's columns, under
     ApiKey's attribute names.
 
-    One statement: every row of the page carries the total too. Only an empty page asks for it again."""
+    One statement: every row of the page carries the total too. Only an empty page asks for it again (a
+    change committed between the two shows in the total alone: the page was empty either way)."""
     params: dict[str, object] = {"organization_id": organization_id, "owner_id": owner_id, "limit": limit,
                                  "offset": offset}
     for i, (_column, values) in enumerate(match):

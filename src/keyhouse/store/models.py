@@ -51,9 +51,13 @@ class UtcDateTime(TypeDecorator):
         return value
 
     def process_result_value(self, value, dialect):
-        if value is not None and value.tzinfo is None:
+        # SQLite: no zone; PostgreSQL: the session's (psycopg's ZoneInfo("Etc/UTC"), say). Handed out in
+        # datetime.UTC itself, which whoever formats them can tell at once (keyhouse.api.common._utc).
+        if value is None or value.tzinfo is UTC:
+            return value
+        if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
+import threading
 import time
 import typing as t
 from collections import OrderedDict
@@ -20,6 +22,7 @@ from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 # Bounded waits, so that an unreachable database answers 503 in seconds instead of hanging requests.
@@ -45,10 +48,16 @@ def one_statement(query):
 
 
 def cached(query):
-    """Marks a one-statement read whose answer the store may keep until anything commits (on SQLite,
-    where it can tell at once: see Store): the lookups every request makes of its credentials."""
+    """Marks a one-statement read whose answer the store may keep until anything commits (see Store: on
+    SQLite, which tells at once; on PostgreSQL, while a listener hears every commit's NOTIFY): the
+    lookups every request makes of its credentials."""
     query.cached = True
     return one_statement(query)
+
+
+# PostgreSQL: every write that can change a credential NOTIFYs this channel as it commits (a trigger: see
+# migration 0010), whoever makes it, so that every process drops the answers it kept (Store.heard_writes).
+WRITES_CHANNEL = "keyhouse_writes"
 
 
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back, nothing of it
@@ -98,11 +107,15 @@ def _alembic(connection=None) -> Config:
 
 
 class Store:
-    def __init__(self, database_url: str, *, pool_size: int = 5, max_overflow: int = 10,
+    def __init__(self, database_url: str, *, pool_size: int = 7, max_overflow: int = 0,
                  prepared_statements: bool = True):
         # A server database: at most pool_size + max_overflow connections of this process (and one more for
         # the change feed's listener): the budget to fit under the server's max_connections.
-        self.engine: Engine = _engine(database_url, pool_size, max_overflow, prepared_statements)
+        self._pool_size, self._max_overflow = pool_size, max_overflow
+        self._connect_args = _connect_args(prepared_statements)
+        self.engine: Engine = _engine(database_url, pool_size, max_overflow, self._connect_args)
+        # (loop, engine, autocommit engine): a server database's reads on the app's loop (open_on_loop)
+        self._loop_engines: tuple[asyncio.AbstractEventLoop, AsyncEngine, AsyncEngine] | None = None
         self._sessions = sessionmaker(self.engine.execution_options(keyhouse_writes=True), expire_on_commit=False)
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")  # one-statement reads
@@ -120,6 +133,14 @@ class Store:
         # An in-memory database is one connection's own: there a commit by the same connection would not
         # move data_version, so nothing is kept.
         self._keeps_answers = self.reads_inline and self.engine.url.database not in (None, "", ":memory:")
+        # PostgreSQL: answers are kept while a listener hears every commit's NOTIFY (heard_writes), each of
+        # which empties them; a read in flight while they were emptied keeps nothing (the generation).
+        self._answers_lock = threading.Lock()
+        self._generation = 0
+        self._heard_until = 0.0
+        if self.engine.dialect.name == "postgresql":
+            # This process's own writes are forgotten at once; everyone's are, as their NOTIFY arrives.
+            event.listen(self._sessions, "after_commit", lambda _session: self.forget_answers())
 
     def on_write(self, name: str, listener: Callable) -> None:
         """Has `listener` hear the session event `name` of every unit of work that writes (see changes)."""
@@ -145,7 +166,75 @@ class Store:
         on the event loop for SQLite, in a worker thread for a server database."""
         if self.reads_inline:
             return self._read(query, *args, **kwargs)
-        return await to_thread.run_sync(lambda: self._read(query, *args, **kwargs))
+        if not (getattr(query, "cached", False) and self._heard_until > time.monotonic()):
+            return await self._read_server(query, *args, **kwargs)
+        key = (query, args, tuple(kwargs.items()))
+        with self._answers_lock:
+            if key in self._answers:
+                self._answers.move_to_end(key)
+                return self._answers[key]
+            generation = self._generation
+        answer = await self._read_server(query, *args, **kwargs)
+        with self._answers_lock:
+            if generation == self._generation:  # nothing committed anywhere since the read began
+                self._keep(key, answer)
+        return answer
+
+    async def _read_server(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A read of a server database: on the loop when it has the store's async engines (open_on_loop),
+        else in a worker thread. A connection found dead is answered by one more try on a new one, since
+        reads may be run again, and their engine does not ping each connection before use."""
+        engines = self._loop_engines
+        if engines is None or engines[0] is not asyncio.get_running_loop():
+            return await to_thread.run_sync(lambda: self._read(query, *args, **kwargs))
+        engine = engines[2] if getattr(query, "one_statement", False) else engines[1]
+        for attempt in range(2):
+            try:
+                async with engine.connect() as connection:
+                    return await connection.run_sync(query, *args, **kwargs)
+            except DBAPIError as e:
+                if not e.connection_invalidated or attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def open_on_loop(self) -> None:
+        """Server databases: reads from now on run on the running loop, through async engines of its own
+        (the app's lifespan: one loop per worker). Connections belong to the loop that opened them, so
+        reads from any other loop go on in worker threads."""
+        if self.reads_inline or self._loop_engines is not None:
+            return
+        options = {"pool_timeout": POOL_TIMEOUT_SECONDS, "hide_parameters": True, "pool_size": self._pool_size,
+                   "max_overflow": self._max_overflow, "connect_args": self._connect_args}
+        engine = create_async_engine(self.engine.url, **options)
+        self._loop_engines = (asyncio.get_running_loop(), engine,
+                              create_async_engine(self.engine.url, isolation_level="AUTOCOMMIT", **options))
+
+    async def close_on_loop(self) -> None:
+        engines, self._loop_engines = self._loop_engines, None
+        if engines is not None and engines[0] is asyncio.get_running_loop():
+            for engine in engines[1:]:
+                await engine.dispose()
+
+    def heard_writes(self, until: float) -> None:
+        """PostgreSQL: a listener hears the WRITES_CHANNEL (its probe came back) and will until
+        time.monotonic() `until` at least; past it (a listener lost, or silent), nothing is kept. Answers
+        kept before are dropped either way: writes may have gone unheard."""
+        with self._answers_lock:
+            if self._heard_until <= time.monotonic():
+                self._answers.clear()
+                self._generation += 1
+            self._heard_until = until
+
+    def forget_answers(self) -> None:
+        """Something committed (here, or anywhere: a NOTIFY on WRITES_CHANNEL): every kept answer is dropped."""
+        with self._answers_lock:
+            self._answers.clear()
+            self._generation += 1
+
+    def _keep(self, key: tuple, answer: Any) -> None:
+        self._answers[key] = answer
+        if len(self._answers) > CACHED_ANSWERS:
+            self._answers.popitem(last=False)
 
     async def write(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`query(session, *args, **kwargs)` in a unit of work that writes, for the async paths: always in a
@@ -183,9 +272,8 @@ class Store:
             if key in self._answers:
                 self._answers.move_to_end(key)
                 return self._answers[key]
-            answer = self._answers[key] = query(self._kept, *args, **kwargs)
-            if len(self._answers) > CACHED_ANSWERS:
-                self._answers.popitem(last=False)
+            answer = query(self._kept, *args, **kwargs)
+            self._keep(key, answer)
             return answer
         except DBAPIError as e:
             if e.connection_invalidated:
@@ -232,7 +320,13 @@ class Store:
         self.engine.dispose()
 
 
-def _engine(url: str, pool_size: int, max_overflow: int, prepared_statements: bool = True) -> Engine:
+def _connect_args(prepared_statements: bool) -> dict:
+    """A server database's connection arguments: a bounded connect; None: psycopg never prepares (behind
+    PgBouncer in transaction mode)."""
+    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **({} if prepared_statements else {"prepare_threshold": None})}
+
+
+def _engine(url: str, pool_size: int, max_overflow: int, connect_args: dict) -> Engine:
     if url.startswith("sqlite"):
         # Handlers run in a thread pool; SQLite connections may cross threads under SQLAlchemy's pool.
         in_memory = url in ("sqlite://", "sqlite:///:memory:")
@@ -263,6 +357,4 @@ def _engine(url: str, pool_size: int, max_overflow: int, prepared_statements: bo
     # hide_parameters: a statement's values (a key's hash, say) stay out of error messages and logs.
     return create_engine(url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_SECONDS, hide_parameters=True,
                          pool_size=pool_size, max_overflow=max_overflow,
-                         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                                       # None: psycopg never prepares (behind PgBouncer in transaction mode).
-                                       **({} if prepared_statements else {"prepare_threshold": None})})
+                         connect_args=connect_args)

@@ -1,0 +1,105 @@
+"""keyhouse on PostgreSQL beside keyhouse on SQLite, in one interleaved run: the same build, the same 1,000
+keys, one worker each, wrk at 16 connections; the verify and the billing list of 20.
+
+    .venv/bin/python benchmarks/databases.py --database postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+The goal it checks (issue 24): PostgreSQL at >= 0.8x SQLite's requests a second per worker, p99 <= 25 ms.
+The two servers answer the same bytes (checked before measuring, ids and times aside: each database holds
+its own dataset). Writes results/databases.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from run import HERE, LIST_PATH, VERIFY_PATH, Group, dataset, fetch, free_port, servers_for, wrk
+
+RESULTS = HERE / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database", required=True, help="a PostgreSQL URL (a schema per dataset is made in it)")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave results/ alone")
+    args = parser.parse_args()
+    args.work = Path(tempfile.mkdtemp(prefix="keyhouse-databases-"))
+    args.quick, args.latency, args.workers2 = True, False, False
+    data = {"sqlite": dataset(1_000, None), "postgresql": dataset(1_000, args.database)}
+    servers = {name: servers_for(args, data[name], None)["keyhouse 1k"] for name in data}
+    logs = args.work / "logs"
+    logs.mkdir()
+    groups = [Group("verify, 1,000 keys, 1 worker", "verify", ["postgresql", "sqlite"]),
+              Group("list of 20, 1,000 keys, 1 worker", "list", ["postgresql", "sqlite"])]
+    try:
+        for name, server in servers.items():
+            server.name = f"keyhouse-{name}"
+            server.port = free_port()
+            server.start(logs, data[name]["admin_key"])
+        shapes = {name: _shapes(server, data[name]) for name, server in servers.items()}
+        assert shapes["sqlite"] == shapes["postgresql"], shapes
+        for name, server in servers.items():  # warm every path once
+            for scenario in ("list", "verify"):
+                wrk(server, scenario, 2, args.connections, data[name], args.work)
+        for round_ in range(args.rounds):
+            for group in groups:
+                for variant in group.variants:
+                    run = wrk(servers[variant], group.scenario, args.seconds, args.connections, data[variant],
+                              args.work, round_, label=variant)
+                    assert not (run.non_2xx or run.socket_errors), (variant, run)
+                    group.runs.append(run)
+                    print(f"  round {round_ + 1}: {group.title}: {variant}: {run.rps:,.0f} req/s, "
+                          f"p99 {run.p99_ms:.1f} ms", file=sys.stderr, flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+    report(args, groups)
+
+
+def _shapes(server, data: dict) -> list:
+    """What the two scenarios answer, with what differs between two datasets (ids, hashes, times) left out:
+    the list's length, fields and paging headers; the verdict's fields and code."""
+    listed, paging = fetch(server, LIST_PATH, {"REB-APIKEY": data["admin_key"]})
+    verified, _ = fetch(server, VERIFY_PATH, {"Authorization": f"Bearer {data['admin_key']}",
+                                              "Content-Type": "application/json"},
+                        json.dumps({"key": data["member_key"]}).encode())
+    return [len(listed), sorted(listed[0]), paging, sorted(verified), verified["code"]]
+
+
+def report(args, groups: list[Group]) -> None:
+    import os
+
+    load = os.getloadavg()[0]
+    rows, figures = [], {}
+    for group in groups:
+        ratio = group.ratio("postgresql", "sqlite")
+        pg, lite = group.median("postgresql"), group.median("sqlite")
+        p99 = group.median("postgresql", "p99_ms")
+        figures[group.scenario] = {"postgresql_rps": round(pg), "sqlite_rps": round(lite), "ratio": round(ratio, 2),
+                                   "postgresql_p99_ms": p99, "sqlite_p99_ms": group.median("sqlite", "p99_ms")}
+        rows.append(f"| {group.title} | {lite:,.0f} | {pg:,.0f} | {ratio:.2f}x | {p99:.1f} ms |")
+    table = "\n".join(["| scenario | SQLite req/s | PostgreSQL req/s | PG / SQLite | PG p99 |",
+                       "|---|---:|---:|---:|---:|", *rows])
+    head = (f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load average {load:.2f} at the end, "
+            f"{args.rounds} interleaved rounds of {args.seconds:g} s, wrk -t1 -c{args.connections}")
+    print(head, table, sep="\n")
+    if not args.no_write:
+        (RESULTS / "databases.md").write_text(f"{head}\n\n{table}\n")
+        (RESULTS / "databases.json").write_text(json.dumps({"when": head, "figures": figures,
+                                                            "runs": [vars(r) for g in groups for r in g.runs]},
+                                                           indent=1, default=str))
+    goal = all(f["ratio"] >= 0.8 and f["postgresql_p99_ms"] <= 25 for f in figures.values())
+    print("goal (>= 0.8x, p99 <= 25 ms):", "met" if goal else "NOT met")
+    print("median of ratios:", statistics.median(f["ratio"] for f in figures.values()))
+
+
+if __name__ == "__main__":
+    main()
