@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import HERE, LIST_PATH, VERIFY_PATH, Group, dataset, fetch, free_port, servers_for, wrk
+from run import HERE, LIST_PATH, VERIFY_PATH, Group, dataset, fetch, free_port, interleaved, servers_for, wrk
 
 RESULTS = HERE / "results"
 
@@ -49,15 +49,7 @@ def main() -> None:
         for name, server in servers.items():  # warm every path once
             for scenario in ("list", "verify"):
                 wrk(server, scenario, 2, args.connections, data[name], args.work)
-        for round_ in range(args.rounds):
-            for group in groups:
-                for variant in group.variants:
-                    run = wrk(servers[variant], group.scenario, args.seconds, args.connections, data[variant],
-                              args.work, round_, label=variant)
-                    assert not (run.non_2xx or run.socket_errors), (variant, run)
-                    group.runs.append(run)
-                    print(f"  round {round_ + 1}: {group.title}: {variant}: {run.rps:,.0f} req/s, "
-                          f"p99 {run.p99_ms:.1f} ms", file=sys.stderr, flush=True)
+        interleaved(groups, servers, data, args)
     finally:
         for server in servers.values():
             server.stop()

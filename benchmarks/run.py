@@ -388,23 +388,28 @@ def run_suite(args) -> dict:
         for name, server in servers.items():  # warm every path once
             for scenario in ("list", "verify"):
                 wrk(server, scenario, 2, args.connections, data_of[name], args.work)
-        for round_ in range(args.rounds):
-            for group in groups:
-                for variant in group.variants:
-                    run = wrk(servers[variant], group.scenario, args.seconds, args.connections, data_of[variant],
-                              args.work, round_, label=variant)
-                    if run.non_2xx or run.socket_errors:  # a server that refuses the load serves nothing comparable
-                        raise SystemExit(f"{variant} answered {run.non_2xx} non-2xx and had {run.socket_errors} "
-                                         f"socket errors in {group.title}; see {servers[variant].log}")
-                    group.runs.append(run)
-                    print(f"  round {round_ + 1}: {group.title}: {variant}: {run.rps:,.0f} req/s, "
-                          f"p99 {run.p99_ms:.1f} ms", file=sys.stderr, flush=True)
+        interleaved(groups, servers, data_of, args)
         soak = run_soak(servers["keyhouse 1M" if big else "keyhouse 1k"], data_of, args) if args.soak else None
         errors_logged = {name: _errors_in(server.log) for name, server in servers.items()}
     finally:
         for server in servers.values():
             server.stop()
     return report(args, groups, soak, errors_logged)
+
+
+def interleaved(groups: list[Group], servers: dict[str, Server], data_of: dict, args) -> None:
+    """args.rounds rounds, each measuring every variant of every group in turn."""
+    for round_ in range(args.rounds):
+        for group in groups:
+            for variant in group.variants:
+                run = wrk(servers[variant], group.scenario, args.seconds, args.connections, data_of[variant],
+                          args.work, round_, label=variant)
+                if run.non_2xx or run.socket_errors:  # a server that refuses the load serves nothing comparable
+                    raise SystemExit(f"{variant} answered {run.non_2xx} non-2xx and had {run.socket_errors} "
+                                     f"socket errors in {group.title}; see {servers[variant].log}")
+                group.runs.append(run)
+                print(f"  round {round_ + 1}: {group.title}: {variant}: {run.rps:,.0f} req/s, "
+                      f"p99 {run.p99_ms:.1f} ms", file=sys.stderr, flush=True)
 
 
 def run_soak(server: Server, data_of: dict, args) -> dict:

@@ -40,6 +40,8 @@ def user_by_email(session: Session, email: str) -> User | None:
 def count_under_lock(session: Session, organization_id: str, model: type[Ruleset] | type[PlatformApi]) -> int:
     """How many rows of `model` the organization holds, with its row locked until the transaction ends, so
     that two creates cannot both pass a limit (SQLite's write transactions are serialized anyway)."""
-    session.execute(select(Organization.id).where(Organization.id == organization_id).with_for_update())
+    # FOR NO KEY UPDATE: exclusive among writers, compatible with the key-share locks of inserts (see trail.record)
+    session.execute(select(Organization.id).where(Organization.id == organization_id)
+                    .with_for_update(key_share=True))
     return session.scalar(select(func.count()).select_from(model)
                           .where(model.organization_id == organization_id)) or 0
