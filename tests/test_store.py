@@ -116,7 +116,7 @@ def test_credentials_are_kept_between_commits_and_a_commit_anywhere_drops_them(c
     if not sqlite:  # the listener first proves it hears the store's NOTIFYs
         _until(lambda: app.runtime.changes.state == "listening", "the listener to hear its probe")
     assert client.get("/api/v1/api-keys", headers=admin.billing).status_code == 200
-    engines = [app.runtime.store.engine] + [e.sync_engine for e in (app.runtime.store._loop_engines or ())[1:]]  # noqa: SLF001
+    engines = [app.runtime.store.engine] + [e.sync_engine for e in (app.runtime.store._loop_engine or ())[1:]]  # noqa: SLF001
     for engine in engines:
         event.listen(engine, "before_cursor_execute", seen)
     other = create_engine(app.runtime.store.engine.url)  # another engine: another process, as far as we know
@@ -205,3 +205,36 @@ def test_the_trail_keeps_at_least_what_the_change_feed_serves():
     with pytest.raises(ValidationError, match="shorter than KEYHOUSE_CHANGE_FEED_RETENTION"):
         Settings(secret=b"s", audit_retention=60, change_feed_retention=3600)
     assert Settings(secret=b"s", audit_retention=86_400).audit_retention == 86_400
+
+
+def test_expiry_is_decided_by_the_databases_clock_whatever_this_hosts_says(app, world, monkeypatch):
+    """A host whose clock runs an hour ahead still takes a key that expires in half an hour (by the
+    database's clock, which every host shares) as live, and one that expired a minute ago as expired."""
+    from datetime import UTC, datetime, timedelta
+
+    from keyhouse import verifier
+    from keyhouse.store import models
+
+    store = app.runtime.store
+    if store.reads_inline:
+        assert store.measure_clock() is None  # SQLite: the database's clock is this host's
+        return
+    true_now = datetime.now(UTC)
+    monkeypatch.setattr(models, "_system_now", lambda: datetime.now(UTC) + timedelta(hours=1))
+    try:
+        offset = store.measure_clock()
+        assert abs(offset + timedelta(hours=1)) < timedelta(seconds=1)
+        assert abs(models.utcnow() - true_now) < timedelta(seconds=2)
+        admin = world.acme_admin
+        with store.session() as s:
+            live, _ = issue_key(s, organization_id=admin.organization_id, user_id=admin.user_id,
+                                description="live", expires_at=true_now + timedelta(minutes=30))
+            gone, _ = issue_key(s, organization_id=admin.organization_id, user_id=admin.user_id,
+                                description="gone", expires_at=true_now - timedelta(minutes=1))
+        with store.reading() as s:
+            assert verifier.state(credentials.credential_by_id(s, admin.organization_id, live.id),
+                                  models.utcnow()) == "VALID"
+            assert verifier.state(credentials.credential_by_id(s, admin.organization_id, gone.id),
+                                  models.utcnow()) == "EXPIRED"
+    finally:
+        models.set_clock_offset(timedelta(0))

@@ -40,7 +40,7 @@ class Victim:
     def __init__(self, app, client, world):
         self.admin, self.member = world.acme_admin, world.acme_member
         made = client.post("/api/v1/api-keys", json={"description": "the target"}, headers=self.admin.billing)
-        assert made.status_code == 201
+        assert made.status_code == 201, made.text
         self.key_id, self.key = made.json()["id"], made.json()["secretKey"]
         ruleset = client.post("/api/v1/deployments/traffic-filter/rulesets", headers=self.admin.cloud, json={
             "name": "office", "type": "ip", "region": "us-east-1", "rules": [{"source": "192.0.2.0/24"}]})

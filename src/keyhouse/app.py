@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     async def lifespan(_app):
         flusher = asyncio.create_task(rt.recorder.run())
         pruner = asyncio.create_task(rt.recorder.prune(settings.audit_retention))
+        clock = asyncio.create_task(rt.store.keep_time())
         # What start-up built (the contract, its validators, the routes: hundreds of thousands of objects)
         # lives as long as the process: out of the collector's way, so that its full collections, which
         # otherwise walk all of it, stop stalling requests (p99 of the billing list on PostgreSQL at 16
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
         finally:
             flusher.cancel()
             pruner.cancel()
+            clock.cancel()
             await rt.changes.stop()
             rt.recorder.flush()
             await rt.store.close_on_loop()

@@ -4,7 +4,7 @@ field names onto these columns."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     JSON,
@@ -28,8 +28,26 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def utcnow() -> datetime:
+# The database's clock, as this process reads it. Every moment keyhouse decides by (a key's expiry, a credit
+# refill, when a key was revoked, a session's end) is this host's clock corrected by how far it is from the
+# database's, which every host shares (Store.keep_time measures it): hosts whose clocks drift apart still
+# agree on whether a key has expired. Zero until measured, and on SQLite, whose clock is this host's. A
+# process-wide correction, like the clock it corrects.
+_clock_offset = timedelta(0)
+
+
+def _system_now() -> datetime:
     return datetime.now(UTC)
+
+
+def utcnow() -> datetime:
+    return _system_now() + _clock_offset
+
+
+def set_clock_offset(offset: timedelta) -> None:
+    """How far the database's clock is ahead of this host's (Store.keep_time)."""
+    global _clock_offset
+    _clock_offset = offset
 
 
 def fold(value: str | None) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import sqlite3
 import threading
@@ -11,6 +12,7 @@ import typing as t
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from alembic import command
@@ -18,12 +20,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from anyio import to_thread
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, func, inspect, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from . import models
 
 # Bounded waits, so that an unreachable database answers 503 in seconds instead of hanging requests.
 CONNECT_TIMEOUT_SECONDS = 3
@@ -35,6 +39,11 @@ SQLITE_POOL_SIZE = 40
 CACHED_ANSWERS = 10_000
 
 T = TypeVar("T")
+log = logging.getLogger("keyhouse.store")
+
+# How often a server database's clock is read again (Store.keep_time), and how far off it is worth a word.
+CLOCK_SECONDS = 30
+CLOCK_WARNING = timedelta(seconds=1)
 
 
 # ------------------------------------------------------------------ how a query is to be read
@@ -114,8 +123,8 @@ class Store:
         self._pool_size, self._max_overflow = pool_size, max_overflow
         self._connect_args = _connect_args(prepared_statements)
         self.engine: Engine = _engine(database_url, pool_size, max_overflow, self._connect_args)
-        # (loop, engine, autocommit engine): a server database's reads on the app's loop (open_on_loop)
-        self._loop_engines: tuple[asyncio.AbstractEventLoop, AsyncEngine, AsyncEngine] | None = None
+        # (loop, engine): a server database's one-statement reads on the app's loop (open_on_loop)
+        self._loop_engine: tuple[asyncio.AbstractEventLoop, AsyncEngine] | None = None
         self._sessions = sessionmaker(self.engine.execution_options(keyhouse_writes=True), expire_on_commit=False)
         self._reads = sessionmaker(self.engine, expire_on_commit=False)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")  # one-statement reads
@@ -181,13 +190,15 @@ class Store:
         return answer
 
     async def _read_server(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A read of a server database: on the loop when it has the store's async engines (open_on_loop),
-        else in a worker thread. A connection found dead is answered by one more try on a new one, since
-        reads may be run again, and their engine does not ping each connection before use."""
-        engines = self._loop_engines
-        if engines is None or engines[0] is not asyncio.get_running_loop():
+        """A read of a server database: a one-statement read on the loop when the store has an async engine
+        for it (open_on_loop), anything else in a worker thread. A connection found dead is answered by one
+        more try on a new one, since reads may be run again, and that engine does not ping each connection
+        before use."""
+        loop_engine = self._loop_engine
+        if (loop_engine is None or loop_engine[0] is not asyncio.get_running_loop()
+                or not getattr(query, "one_statement", False)):
             return await to_thread.run_sync(lambda: self._read(query, *args, **kwargs))
-        engine = engines[2] if getattr(query, "one_statement", False) else engines[1]
+        engine = loop_engine[1]
         for attempt in range(2):
             try:
                 async with engine.connect() as connection:
@@ -197,23 +208,49 @@ class Store:
                     raise
         raise AssertionError("unreachable")
 
+    def measure_clock(self) -> timedelta | None:
+        """A server database: how far its clock is ahead of this host's, from one round trip (taken at its
+        middle), set as the process's correction (models.utcnow). None on SQLite, whose clock is this host's."""
+        if self.reads_inline:
+            return None
+        with self._autocommit.connect() as connection:
+            before = models._system_now()  # noqa: SLF001 - the uncorrected clock is the one measured
+            theirs = connection.execute(select(func.clock_timestamp())).scalar_one()
+            after = models._system_now()  # noqa: SLF001
+        offset = theirs - (before + (after - before) / 2)
+        models.set_clock_offset(offset)
+        return offset
+
+    async def keep_time(self) -> None:
+        """Every CLOCK_SECONDS, the database's clock read again (measure_clock); said when it is far off."""
+        while not self.reads_inline:
+            try:
+                offset = await to_thread.run_sync(self.measure_clock)
+            except (DBAPIError, PoolTimeoutError):
+                offset = None  # unreachable: the last correction stands
+            if offset is not None and abs(offset) > CLOCK_WARNING:
+                log.warning("this host's clock is %.3f s off the database's; keyhouse decides expiry and refills by "
+                            "the database's", -offset.total_seconds())
+            await asyncio.sleep(CLOCK_SECONDS)
+
     async def open_on_loop(self) -> None:
-        """Server databases: reads from now on run on the running loop, through async engines of its own
-        (the app's lifespan: one loop per worker). Connections belong to the loop that opened them, so
-        reads from any other loop go on in worker threads."""
-        if self.reads_inline or self._loop_engines is not None:
+        """Server databases: one-statement reads from now on run on the running loop, through an async engine
+        of their own (the app's lifespan: one loop per worker), in autocommit: they need no transaction.
+        Connections belong to the loop that opened them, so reads from any other loop go on in worker
+        threads."""
+        if self.reads_inline or self._loop_engine is not None:
             return
-        options = {"pool_timeout": POOL_TIMEOUT_SECONDS, "hide_parameters": True, "pool_size": self._pool_size,
-                   "max_overflow": self._max_overflow, "connect_args": self._connect_args}
-        engine = create_async_engine(self.engine.url, **options)
-        self._loop_engines = (asyncio.get_running_loop(), engine,
-                              create_async_engine(self.engine.url, isolation_level="AUTOCOMMIT", **options))
+        engine = create_async_engine(self.engine.url, isolation_level="AUTOCOMMIT", pool_timeout=POOL_TIMEOUT_SECONDS,
+                                     hide_parameters=True, pool_size=self._pool_size,
+                                     max_overflow=self._max_overflow, connect_args=self._connect_args)
+        self._loop_engine = (asyncio.get_running_loop(), engine)
 
     async def close_on_loop(self) -> None:
-        engines, self._loop_engines = self._loop_engines, None
-        if engines is not None and engines[0] is asyncio.get_running_loop():
-            for engine in engines[1:]:
-                await engine.dispose()
+        """The end of the lifespan that opened them (another lifespan's end, on another loop, leaves them)."""
+        loop_engine = self._loop_engine
+        if loop_engine is not None and loop_engine[0] is asyncio.get_running_loop():
+            self._loop_engine = None
+            await loop_engine[1].dispose()
 
     def heard_writes(self, until: float) -> None:
         """PostgreSQL: a listener hears the WRITES_CHANNEL (its probe came back) and will until
