@@ -85,8 +85,10 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
         # What start-up built (the contract, its validators, the routes: hundreds of thousands of objects)
         # lives as long as the process: out of the collector's way, so that its full collections, which
         # otherwise walk all of it, stop stalling requests (p99 of the billing list on PostgreSQL at 16
-        # connections: 126 ms before, 64 ms after).
-        gc.freeze()
+        # connections: 126 ms before, 64 ms after). Once per process: what a later app (a test's) leaves
+        # behind must stay collectable.
+        if not gc.get_freeze_count():
+            gc.freeze()
         await rt.store.open_on_loop()
         await rt.changes.start()
         try:
