@@ -95,6 +95,8 @@ class ChangeSignal:
         self._probe = probe
         self._store = store
         self._heard_at = 0.0  # when the listener last heard its own probe (time.monotonic)
+        self._probe_payload = ""  # the probe it waits to hear
+        self._said_deaf = False  # whether the present silence was logged
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task | None = None
         # polling (SQLite), deaf (PostgreSQL, not yet or no longer hearing the store's NOTIFYs), listening
@@ -187,8 +189,6 @@ class ChangeSignal:
                 log.warning("change feed listener lost its connection; reconnecting", exc_info=True)
             await asyncio.sleep(RECONNECT_SECONDS)
 
-    _probe_payload = ""
-
     async def _heartbeat(self) -> None:
         """A probe every HEARTBEAT_SECONDS, NOTIFYed the way the store's writes are: each one heard proves the
         listener hears them for HEARD_FOR_SECONDS more (a connection can die without a word). None heard
@@ -200,18 +200,17 @@ class ChangeSignal:
                 with contextlib.suppress(Exception):  # an unreachable database: not heard, so deaf in time
                     await asyncio.to_thread(self._probe, self._probe_payload)
             await asyncio.sleep(HEARTBEAT_SECONDS)
-            silent_since = max(self._heard_at, started)
-            if self.state != "deaf" and time.monotonic() - silent_since > PROBE_SECONDS:
+            if time.monotonic() - max(self._heard_at, started) <= PROBE_SECONDS:
+                continue
+            if self.state != "deaf":
                 self._heard("deaf")
-            if self.state == "deaf" and time.monotonic() - silent_since > PROBE_SECONDS and not self._said_deaf:
+            if not self._said_deaf:
                 self._said_deaf = True
                 log.warning("the change feed's listener heard no NOTIFY sent through the database within %s s: is "
                             "its connection behind PgBouncer in transaction mode? Set KEYHOUSE_LISTEN_URL to a "
                             "direct connection to PostgreSQL. Until then long-polls look again every %s s, and "
                             "credentials are read from the database on every request.", PROBE_SECONDS,
                             SAFETY_SECONDS)
-
-    _said_deaf = False
 
     def _heard_probe(self) -> None:
         self._heard_at = time.monotonic()
