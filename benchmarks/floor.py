@@ -45,7 +45,7 @@ def _database_app() -> Starlette:
     page = (f"SELECT id, description, type, allowed_ips, created_at, updated_at, acl, api_user FROM api_keys "
             f"WHERE organization_id = {p} AND revoked_at IS NULL "
             f"ORDER BY created_at DESC, pk DESC LIMIT {p} OFFSET {p}")
-    total = f"SELECT live_keys FROM organizations WHERE id = {p}"
+    total = f"SELECT coalesce(sum(live), 0) FROM live_key_counts WHERE organization_id = {p}"
 
     def caller(presented: str | None):
         if not presented or not keys.is_well_formed(presented):

@@ -3,11 +3,11 @@
     deploy/reference/rig up
     .venv/bin/python benchmarks/rig_load.py --minutes 10                 # load, then the four drills
     .venv/bin/python benchmarks/rig_load.py --minutes 1 --no-drills      # load only
-    .venv/bin/python benchmarks/rig_load.py --busy-organization 30       # verdict-changing writes/s, one org
+    .venv/bin/python benchmarks/rig_load.py --busy-organization 30       # changes/s: one org, or twelve
 
 Each client thread owns keys it made (through the hosts in turn) and does, by weight: verify one of its
 keys, spending a credit (which also writes the key's last use); create a key with credits; list a page;
-update a key (verdict-changing: the change feed's order, the organization's row); reroll one with a grace
+update a key (verdict-changing: a change of the feed); reroll one with a grace
 period; revoke one. After the load every acknowledged write is checked on the database (read straight from
 the primary): every created key there, every acknowledged revocation revoked, every acknowledged update's
 name kept. Statuses other than those the contract documents, and any 5xx but 503, fail the run.
@@ -206,29 +206,51 @@ def outages(ledger: Ledger, log: list) -> list[dict]:
     return seen
 
 
-def busy_organization(admin_key: str, seconds: int, threads: int) -> dict:
-    """Verdict-changing writes (updates: the change feed's order, the organization's row) in one
-    organization, from `threads` clients across the three hosts."""
+def organizations(rig_dir: Path, how_many: int) -> list[str]:
+    """The admin keys of `how_many` organizations of their own (`keyhouse bootstrap` against the rig)."""
+    env = {**os.environ, **dict(line.split("=", 1) for line in subprocess.run(
+        ["bash", str(RIG), "env"], check=True, capture_output=True, text=True).stdout.split())}
+    made = []
+    for n in range(how_many):
+        out = subprocess.run([env.get("KEYHOUSE_BIN", str(HERE.parent / ".venv" / "bin" / "keyhouse")), "bootstrap",
+                              "--organization", f"busy {n} {time.time_ns()}", "--email",
+                              f"busy{n}.{time.time_ns()}@rig.example"],
+                             check=True, capture_output=True, text=True, env=env).stdout
+        made.append(json.loads(out.strip().splitlines()[-1])["key"])
+    return made
+
+
+def busy_organization(admin_keys: list[str], seconds: int, threads: int, work: str = "update") -> dict:
+    """Verdict-changing writes from `threads` clients across the three hosts, client n writing in the
+    organization of admin_keys[n % len(admin_keys)]: one organization, or as many as threads (nothing shared
+    but the machine). `work`: "update", a key's name changed (a change of the feed); or "revoke", a key
+    created and then revoked (the organization's count of live keys twice, and a change of the feed)."""
     stop, counts, lock = threading.Event(), collections.Counter(), threading.Lock()
     with httpx.Client(timeout=10) as http:
         def new_key(n: int) -> dict:
             return http.post(f"{HOSTS[n % 3]}/keys", json={"name": f"busy {n}"},
-                             headers={"Authorization": f"Bearer {admin_key}"}).json()
+                             headers={"Authorization": f"Bearer {admin_keys[n % len(admin_keys)]}"}).json()
         # Each thread its own key to write with (a key's own rate limit is 100/s), and keys to change.
         writers = [new_key(n)["key"] for n in range(threads)]
-        made = [new_key(n)["id"] for n in range(threads * 4)]
+        made = [new_key(n // 4)["id"] for n in range(threads * 4)]
 
-    def work(n: int) -> None:
+    def write(n: int) -> None:
         with httpx.Client(timeout=10) as http:
             i = 0
+            mine = {"Authorization": f"Bearer {writers[n]}"}
             while not stop.is_set():
                 i += 1
-                answer = http.patch(f"{HOSTS[(n + i) % 3]}/keys/{made[(n * 4) + i % 4]}", json={"name": f"busy {i}"},
-                                    headers={"Authorization": f"Bearer {writers[n]}"})
+                host = HOSTS[(n + i) % 3]
+                if work == "update":
+                    answer = http.patch(f"{host}/keys/{made[(n * 4) + i % 4]}", json={"name": f"busy {i}"},
+                                        headers=mine)
+                else:
+                    key = http.post(f"{host}/keys", json={"name": f"doomed {i}"}, headers=mine).json()["id"]
+                    answer = http.delete(f"{HOSTS[(n + i + 1) % 3]}/keys/{key}", headers=mine)
                 with lock:
                     counts[answer.status_code] += 1
 
-    pool = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(threads)]
+    pool = [threading.Thread(target=write, args=(n,), daemon=True) for n in range(threads)]
     for thread in pool:
         thread.start()
     time.sleep(2)
@@ -247,8 +269,9 @@ def busy_organization(admin_key: str, seconds: int, threads: int) -> dict:
     stop.set()
     for thread in pool:
         thread.join(15)
-    return {"threads": threads, "seconds": round(took, 1), "answers": done,
-            "writes_per_second": round(done.get(200, 0) / took), "sessions_waiting_on_a_lock": {
+    changed = sum(n for status, n in done.items() if status < 300)
+    return {"work": work, "organizations": len(admin_keys), "threads": threads, "seconds": round(took, 1),
+            "answers": done, "changes_per_second": round(changed / took), "sessions_waiting_on_a_lock": {
                 "mean": round(statistics.mean(waiting), 2), "max": max(waiting)}, "load": os.getloadavg()[0]}
 
 
@@ -264,8 +287,13 @@ def main() -> None:
     admin_key = json.loads((Path(args.rig_dir) / "admin.json").read_text())["key"]
     results = HERE / "results"
     if args.busy_organization:
-        found = {"busy_organization": [busy_organization(admin_key, args.busy_organization, threads)
-                                       for threads in (12, 24)]}
+        # One organization against the same writes spread over as many organizations as writers, in turns:
+        # the second is what the machine allows when writers share nothing, the first what one organization gets.
+        threads = 12
+        spread = organizations(Path(args.rig_dir), threads)
+        found = {"busy_organization": [busy_organization(keys, args.busy_organization, threads, work)
+                                       for work in ("update", "revoke") for _round in range(2)
+                                       for keys in ([admin_key], spread)]}
         print(json.dumps(found, indent=1))
         (results / "rig-busy-organization.json").write_text(json.dumps(found, indent=1))
         return

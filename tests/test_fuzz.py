@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, settings
 from schemathesis.cli.commands.run.warnings import RATE_LIMITED_THRESHOLD, StatusCodeStatistic
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 
 from keyhouse import spec
-from keyhouse.store import platform_apis, rulesets
-from keyhouse.store.models import ApiKey, Association, AuditEvent, Organization, PlatformApi, RetiredSecret, Ruleset
+from keyhouse.store import api_keys, platform_apis, rulesets
+from keyhouse.store.models import ApiKey, Association, AuditEvent, PlatformApi, RetiredSecret, Ruleset
 from tests.conftest import add_actor, add_organization, issue_key, make_app
 
 _DIR = Path(tempfile.mkdtemp(prefix="keyhouse-fuzz-"))
@@ -84,9 +84,7 @@ def _put_back_targets() -> None:
         if platform_apis.platform_api(s, ADMIN.organization_id, "fuzz-api") is None:
             platform_apis.declare_platform_api(s, ADMIN.organization_id, "fuzz-api", actor=None, source="scopes",
                                          document=None, permissions=["read"], groups={})
-        live = select(func.count()).select_from(ApiKey).where(
-            ApiKey.organization_id == ADMIN.organization_id, ApiKey.revoked_at.is_(None)).scalar_subquery()
-        s.execute(update(Organization).where(Organization.id == ADMIN.organization_id).values(live_keys=live))
+        api_keys.recount_live_keys(s, ADMIN.organization_id)
 
 
 def _heads(values) -> bool:
@@ -209,7 +207,7 @@ class Workflow(schema.as_state_machine()):
             s.execute(delete(PlatformApi))
             s.execute(delete(ApiKey).where(ApiKey.id.not_in([ADMIN.key_id, TARGET_ID])))
             s.execute(update(ApiKey).where(ApiKey.id == ADMIN.key_id).values(**_ADMIN_ROW))
-            s.execute(update(Organization).values(live_keys=1))
+            api_keys.recount_live_keys(s, ADMIN.organization_id)
         _put_back_targets()
 
 

@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from keyhouse.store.models import AuditEvent, utcnow
 from tests.helpers import API, DOCUMENTS, declare
@@ -190,3 +190,84 @@ def test_the_listener_says_whether_it_hears_the_stores_notifies(tmp_path, caplog
     state, metric = change_feed(listen_url=elsewhere)
     assert state == "deaf" and "keyhouse_change_feed_listener_listening 0.0" in metric
     assert "heard no NOTIFY sent through the database" in caplog.text  # its probe went unheard, and it said so
+
+
+def _on_postgresql(app) -> None:
+    import pytest
+
+    if app.runtime.store.engine.dialect.name != "postgresql":
+        pytest.skip("concurrent writers need PostgreSQL (SQLite runs one at a time): the PostgreSQL leg runs this")
+
+
+def _event(organization_id: str, target_id: str, action: str = "key.updated") -> dict:
+    return {"organization_id": organization_id, "at": utcnow(), "action": action, "target_type": "api_key",
+            "target_id": target_id}
+
+
+def test_a_change_that_commits_late_is_never_behind_a_cursor_already_read(app, world):
+    """The feed's order is the order changes commit, though no lock is held while they are written
+    (migration 0011): a change made first and committed last comes after a cursor read in between. Had
+    its event's id (taken first) been its cursor, a reader at the later change would never see it."""
+    _on_postgresql(app)
+    from sqlalchemy import insert
+
+    from keyhouse.store import trail
+
+    org, store, long_ago = world.acme_admin.organization_id, app.runtime.store, utcnow() - timedelta(days=1)
+    start = store._read(trail.changes_after, org, None, 10, long_ago).cursor  # noqa: SLF001 - the store's own read
+    with store.engine.connect() as late:
+        with late.begin():
+            late.execute(insert(AuditEvent), [_event(org, "made first")])
+            with store.session() as s:  # meanwhile, another change commits
+                s.execute(insert(AuditEvent), [_event(org, "made second")])
+            read = store._read(trail.changes_after, org, start, 10, long_ago)  # noqa: SLF001
+            assert [row[4] for row in read.rows] == ["made second"]
+        after = store._read(trail.changes_after, org, read.cursor, 10, long_ago)  # noqa: SLF001
+    assert [row[4] for row in after.rows] == ["made first"]
+
+
+def test_a_reader_following_many_writers_of_one_organization_misses_nothing(app, world):
+    """Eight writers of one organization, each changing its own keys in order, and a reader following the
+    feed by its cursors while they write: every change read exactly once, each key's in the order made."""
+    _on_postgresql(app)
+    from sqlalchemy import insert
+
+    from keyhouse.store import trail
+
+    org, store, long_ago = world.acme_admin.organization_id, app.runtime.store, utcnow() - timedelta(days=1)
+    cursor = store._read(trail.changes_after, org, None, 10, long_ago).cursor  # noqa: SLF001
+    writers, each, done = 8, 40, threading.Event()
+
+    def write(n: int) -> None:
+        for i in range(each):
+            with store.session() as s:
+                s.execute(insert(AuditEvent), [_event(org, f"w{n}"), {**_event(org, f"w{n}"), "detail": str(i)}])
+
+    seen: list = []
+
+    def follow() -> None:
+        nonlocal cursor
+        while True:
+            last_look = done.is_set()
+            found = store._read(trail.changes_after, org, cursor, 50, long_ago)  # noqa: SLF001
+            seen.extend(found.rows)
+            cursor = found.cursor
+            if last_look and not found.rows:
+                return
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    reader = threading.Thread(target=follow)
+    reader.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    reader.join(30)
+    assert len(seen) == writers * each * 2 and len({row[0] for row in seen}) == len(seen)
+    with store.engine.connect() as c:
+        details = dict(c.execute(select(AuditEvent.feed_position, AuditEvent.detail)
+                                 .where(AuditEvent.organization_id == org)).all())
+    for n in range(writers):
+        mine = [details[row[0]] for row in seen if row[4] == f"w{n}"]
+        assert mine == [d for i in range(each) for d in (None, str(i))]

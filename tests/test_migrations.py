@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from keyhouse import keys
 from keyhouse.store import api_keys, credentials
-from keyhouse.store.models import ApiKey, Base, Organization
+from keyhouse.store.models import ApiKey, Base, LiveKeyCount
 from keyhouse.store.session import Store
 from tests.conftest import SECRET, database_url, issue_key, migrated
 
@@ -42,7 +42,7 @@ def test_the_live_key_counter_follows_creates_revokes_and_reissues(app, world):
     with store.session() as s:
         counted = s.scalar(select(func.count()).select_from(ApiKey).where(
             ApiKey.organization_id == org, ApiKey.revoked_at.is_(None)))
-        assert s.scalar(select(Organization.live_keys).where(Organization.id == org)) == counted
+        assert s.scalar(select(func.sum(LiveKeyCount.live)).where(LiveKeyCount.organization_id == org)) == counted
         total, _ = api_keys.page_keys(s, org, owner_id=None, match=[], order=[("created_at", True)], limit=1, offset=0)
         assert total == counted
 
@@ -85,13 +85,18 @@ def test_0003_keeps_a_grace_window_and_folds_the_keys_already_stored(tmp_path):
 
 
 def test_the_trails_ids_go_past_32_bits(app, world):
-    """Migration 0009: an event can take an id beyond 2**31 (on PostgreSQL the column and its sequence are
-    bigint; SQLite's row id always was), and the change feed serves it as a cursor."""
+    """Migrations 0009 and 0011: an event can take an id beyond 2**31 (on PostgreSQL the column and its
+    sequence are bigint; SQLite's row id always was), and so can its place in the change feed, which the
+    feed serves as a cursor (SQLite places a change at its id; PostgreSQL numbers it from a sequence)."""
+    from sqlalchemy import text
+
     from keyhouse.store import trail
     from keyhouse.store.models import AuditEvent, utcnow
 
     big = 2**31 + 7
     with app.runtime.store.session() as s:
+        if s.bind.dialect.name == "postgresql":
+            s.execute(text("SELECT setval('audit_events_feed_position_seq', :at)"), {"at": big - 1})
         s.add(AuditEvent(id=big, organization_id=world.acme_admin.organization_id, at=utcnow(),
                          action="key.revoked", target_type="api_key", target_id="k"))
     with app.runtime.store.session() as s:

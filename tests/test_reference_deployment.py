@@ -27,6 +27,7 @@ import httpx
 import psycopg
 import pytest
 
+from keyhouse.store.api_keys import LIVE_KEY_SHARDS
 from keyhouse_client import AsyncKeyhouse
 from tests.conftest import POSTGRES_URL
 
@@ -158,16 +159,20 @@ async def _refused_by(client: AsyncKeyhouse, key: str, revoked: float) -> float:
 
 
 def test_a_deadlock_with_a_host_is_run_again_not_reported(rig):
-    """A revocation locks the key's row, then its organization's (the change feed's order). A session here
-    locks them the other way round, so the two deadlock; the host's transaction waited first, so
-    PostgreSQL's detector (deadlock_timeout, 1 s) picks it, and the host must run it again and answer 204."""
+    """A revocation locks the key's row, then one of its organization's rows of live keys counted. A session
+    here takes every one of those rows, then the key's, so the two deadlock; the host's transaction waited
+    first, so PostgreSQL's detector (deadlock_timeout, 1 s) picks it, and the host must run it again and
+    answer 204."""
     made = rig.key(1)
     with psycopg.connect(PRIMARY_FIRST) as other:
         deadlocks = other.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = 'keyhouse'").fetchone()[0]
         other.commit()
         other.execute("SET deadlock_timeout = '10s'")  # this session is never the one that gives up
         organization = other.execute("SELECT organization_id FROM api_keys WHERE id = %s", [made["id"]]).fetchone()[0]
-        other.execute("SELECT id FROM organizations WHERE id = %s FOR UPDATE", [organization])
+        other.execute("INSERT INTO live_key_counts (organization_id, shard, live) SELECT %s, shard, 0 FROM "
+                      "generate_series(0, %s) AS shard ON CONFLICT DO NOTHING", [organization, LIVE_KEY_SHARDS - 1])
+        other.commit()  # every counting row is there, none added to
+        other.execute("SELECT shard FROM live_key_counts WHERE organization_id = %s FOR UPDATE", [organization])
         answers: list[httpx.Response] = []
         revoking = threading.Thread(target=lambda: answers.append(
             httpx.delete(f"{HOSTS[1]}/keys/{made['id']}", headers=rig.bearer(), timeout=30)))
@@ -175,7 +180,7 @@ def test_a_deadlock_with_a_host_is_run_again_not_reported(rig):
         with psycopg.connect(PRIMARY_FIRST, autocommit=True) as watcher:
             deadline = time.monotonic() + 10
             while not watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:
-                assert time.monotonic() < deadline, "the revocation never waited for the organization's row"
+                assert time.monotonic() < deadline, "the revocation never waited for its counting row"
                 time.sleep(0.02)
         other.execute("UPDATE api_keys SET description = 'held here' WHERE id = %s", [made["id"]])
         other.commit()

@@ -197,6 +197,17 @@ def test_the_trail_is_pruned_past_its_retention_in_small_batches(app, world, mon
         assert len(left) == 3 and s.scalar(select(func.min(AuditEvent.at))) >= recent - timedelta(seconds=1)
 
 
+def test_the_feed_places_every_action_the_change_feed_serves():
+    """Migration 0011's triggers place (number, as they commit) the events of the actions it lists: the
+    change feed's, every one, or a new feed action would never be served."""
+    import importlib
+
+    from keyhouse.store.trail import FEED_ACTIONS
+
+    placing = importlib.import_module("keyhouse.migrations.versions.0011_change_feed_positions")
+    assert set(placing.FEED_ACTIONS) == FEED_ACTIONS
+
+
 def test_the_trail_keeps_at_least_what_the_change_feed_serves():
     from pydantic import ValidationError
 

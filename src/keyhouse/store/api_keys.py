@@ -7,20 +7,25 @@ Every mutation records its audit event in its own transaction (store.trail).
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple, cast
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .credentials import Credential
-from .models import ApiKey, Organization, RetiredSecret, fold, utcnow
+from .models import ApiKey, LiveKeyCount, RetiredSecret, fold, utcnow
 from .session import one_statement
 from .trail import Actor, record, update_row
 
-_keys = ApiKey.__table__
+_keys, _counts = ApiKey.__table__, LiveKeyCount.__table__
+# Rows an organization's live keys are counted in (models.LiveKeyCount): creates and revokes of one
+# organization wait for each other only when they pick the same.
+LIVE_KEY_SHARDS = 16
 
 
 class Hashed(NamedTuple):
@@ -45,8 +50,20 @@ def issue_key(session: Session, new: Hashed, *, actor: Actor, organization_id: s
 
 
 def _count_live(session: Session, organization_id: str, delta: int) -> None:
-    session.execute(update(Organization).where(Organization.id == organization_id)
-                    .values(live_keys=Organization.live_keys + delta))
+    """Adds `delta` to the organization's live keys, in one of its LIVE_KEY_SHARDS counting rows: one per unit
+    of work, chosen at random (two units of work that each took two rows, in other orders, could deadlock)."""
+    shard = session.info.setdefault("live_key_shard", random.randrange(LIVE_KEY_SHARDS))  # noqa: S311 - spread
+    upsert = (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(LiveKeyCount)
+    session.execute(upsert.values(organization_id=organization_id, shard=shard, live=delta).on_conflict_do_update(
+        index_elements=["organization_id", "shard"], set_={"live": LiveKeyCount.live + delta}))
+
+
+def recount_live_keys(session: Session, organization_id: str) -> None:
+    """Counts the organization's live keys afresh (after keys were written around the store: a test's reset)."""
+    session.execute(delete(LiveKeyCount).where(LiveKeyCount.organization_id == organization_id))
+    live = session.scalar(select(func.count()).select_from(_keys).where(
+        _keys.c.organization_id == organization_id, _keys.c.revoked_at.is_(None)))
+    session.add(LiveKeyCount(organization_id=organization_id, shard=0, live=live or 0))
 
 
 def insert_keys(session: Session, organization_id: str, rows: Sequence[dict]) -> None:
@@ -213,9 +230,9 @@ def _page_statements(by_owner: bool, match: tuple[str, ...], order: tuple[tuple[
         conditions.append(compared.in_(bindparam(f"match_{i}", expanding=True)))
     if by_owner or match:
         total = select(func.count()).select_from(_keys).where(*conditions).scalar_subquery()
-    else:  # the whole live collection: its size is kept on the organization
-        orgs = Organization.__table__
-        total = select(orgs.c.live_keys).where(orgs.c.id == bindparam("organization_id")).scalar_subquery()
+    else:  # the whole live collection: its size is kept (_count_live)
+        total = (select(func.coalesce(func.sum(_counts.c.live), 0))
+                 .where(_counts.c.organization_id == bindparam("organization_id")).scalar_subquery())
     ordering = [_keys.c[c].desc() if desc else _keys.c[c].asc() for c, desc in order]
     # The tie-breaker runs in the direction of the last sort field, so that a single-field sort either
     # way is one walk of its index (forwards or backwards), not a sort of every matching row.

@@ -40,7 +40,9 @@ def user_by_email(session: Session, email: str) -> User | None:
 def count_under_lock(session: Session, organization_id: str, model: type[Ruleset] | type[PlatformApi]) -> int:
     """How many rows of `model` the organization holds, with its row locked until the transaction ends, so
     that two creates cannot both pass a limit (SQLite's write transactions are serialized anyway)."""
-    # FOR NO KEY UPDATE: exclusive among writers, compatible with the key-share locks of inserts (see trail.record)
+    # FOR NO KEY UPDATE, not FOR UPDATE: it excludes the other writers all the same, but not the key-share
+    # locks that inserting a row referring to the organization takes (a key, an event). FOR UPDATE conflicts
+    # with those, and two transactions that had each inserted one and then asked for it would deadlock.
     session.execute(select(Organization.id).where(Organization.id == organization_id)
                     .with_for_update(key_share=True))
     return session.scalar(select(func.count()).select_from(model)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from sqlalchemy import BigInteger, Connection, bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from .models import ApiKey, AuditEvent, Organization, PlatformApi, Ruleset, User, utcnow
+from .models import ApiKey, AuditEvent, PlatformApi, Ruleset, User, utcnow
 from .session import one_statement
 
 Actor = dict | None  # organization_id, actor_user_id, actor_key_id, ip: the fields of an audit event
@@ -56,20 +56,11 @@ def record(session: Session, actor: Actor, action: str, target_type: str, target
            detail: str | None = None, changes: dict | None = None) -> None:
     """The audit event of a mutation, in its transaction (none without an actor).
 
-    An event of the change feed also takes its place in the feed's order; whoever must hear of it when it
-    commits (keyhouse.changes, on PostgreSQL) sees it flushed here, with the organization's row locked."""
+    An event of the change feed takes its place in the feed's order as its transaction commits (the
+    database's trigger, migration 0011); whoever must hear of it then (keyhouse.changes, on PostgreSQL)
+    sees it flushed here."""
     if actor is None:
         return
-    if action in FEED_ACTIONS:
-        # The change feed serves these in cursor (id) order, so they must commit in it: the organization's
-        # row stays locked from before the event takes its id until the transaction ends, and the next
-        # change of the organization takes its id only then (SQLite runs one writer at a time anyway).
-        # FOR NO KEY UPDATE, not FOR UPDATE: it excludes the other writers all the same, but not the key-share
-        # locks that inserting a row referring to the organization takes (a key, an event). FOR UPDATE
-        # conflicts with those, and two transactions that had each inserted one and then asked for it
-        # deadlocked (seen under load across three hosts: 48 in 30 s).
-        session.execute(select(Organization.id).where(Organization.id == actor["organization_id"])
-                        .with_for_update(key_share=True))
     session.add(AuditEvent(**actor, action=action, target_type=target_type, target_id=target_id, detail=detail,
                            changes=changes or None, at=utcnow()))
     if action in FEED_ACTIONS:
@@ -85,20 +76,24 @@ FEED_ACTIONS = frozenset({"key.revoked", "key.rerolled", "key.updated", "key.cre
 
 _events, _keys = AuditEvent.__table__, ApiKey.__table__
 _IN_FEED = _events.c.action.in_(sorted(FEED_ACTIONS))
-_CHANGES = (select(_events.c.id, _events.c.at, _events.c.action, _events.c.target_type, _events.c.target_id)
+# A change's cursor is its feed_position: numbered as it commits, in the order the organization's changes
+# become visible (migration 0011), so that nothing can later appear before a cursor a reader holds. Null
+# for events outside the feed, and for a change whose transaction is still committing.
+_position = _events.c.feed_position
+_CHANGES = (select(_position, _events.c.at, _events.c.action, _events.c.target_type, _events.c.target_id)
             # A cursor may be any 18 digits (the spec's pattern): compared as a bigint, so that one beyond
-            # the id column's range finds nothing (and is gone, below) instead of failing.
+            # the column's range finds nothing (and is gone, below) instead of failing.
             .where(_events.c.organization_id == bindparam("organization_id"),
-                   _events.c.id > bindparam("after", type_=BigInteger), _IN_FEED)
-            .order_by(_events.c.id).limit(bindparam("limit")))
+                   _position > bindparam("after", type_=BigInteger), _IN_FEED)
+            .order_by(_position).limit(bindparam("limit")))
 # A member's feed: the changes to their own keys, and to the organization's APIs (which they cannot see
 # but whose changes may change verdicts on their keys).
 _CHANGES_OF_USER = _CHANGES.where(or_(
     _events.c.target_type != "api_key",
     select(_keys.c.pk).where(_keys.c.organization_id == _events.c.organization_id,
                              _keys.c.id == _events.c.target_id, _keys.c.user_id == bindparam("user_id")).exists()))
-_LATEST_CHANGE = select(func.max(_events.c.id)).where(_events.c.organization_id == bindparam("organization_id"),
-                                                      _IN_FEED)
+_LATEST_CHANGE = select(func.max(_position)).where(_events.c.organization_id == bindparam("organization_id"),
+                                                   _IN_FEED)
 
 
 class Changes(NamedTuple):
