@@ -219,7 +219,7 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def lua_for(scenario: str, key: str, verified: str, work: Path) -> Path | None:
+def lua_for(scenario: str, key: str, verified: str, work: Path, delay_ms: float | None = None) -> Path | None:
     if scenario == "list":
         script = f'wrk.headers["REB-APIKEY"] = "{key}"\n'
     elif scenario == "verify":
@@ -238,15 +238,17 @@ request = function()
     ["Content-Type"] = "application/json"}}, '{{"key": "{verified}"}}')
 end
 """
-    path = work / f"{scenario}-{abs(hash((key, verified))) % 10**8}.lua"
+    if delay_ms is not None:  # each connection waits this long before its next request: a load below saturation
+        script += f"delay = function() return {delay_ms:.3f} end\n"
+    path = work / f"{scenario}-{abs(hash((key, verified, delay_ms))) % 10**8}.lua"
     path.write_text(script)
     return path
 
 
 def wrk(server: Server, scenario: str, seconds: float, connections: int, keys: dict, work: Path,
-        round_: int = 0, label: str | None = None) -> Run:
+        round_: int = 0, label: str | None = None, delay_ms: float | None = None) -> Run:
     path = VERIFY_PATH if scenario == "verify" else LIST_PATH
-    script = lua_for(scenario, keys["admin_key"], keys["member_key"], work)
+    script = lua_for(scenario, keys["admin_key"], keys["member_key"], work, delay_ms)
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), server.url(path)]
     with RssSampler(server) as rss:
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout

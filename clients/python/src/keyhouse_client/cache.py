@@ -14,7 +14,6 @@ answered before the change committed.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import threading
 import time
@@ -48,8 +47,9 @@ class VerdictCache:
         self._floor = 0  # a lookup that started before this change is stored for no key
 
     def digest(self, key: str, question: tuple) -> str:
-        """The cache's name for a key and what is asked of it: an HMAC under this process's own salt."""
-        return hmac.new(self._salt, repr((key, question)).encode(), hashlib.sha256).hexdigest()
+        """The cache's name for a key and what is asked of it: a MAC under this process's own salt (BLAKE2b
+        in its keyed mode: half the time of an HMAC-SHA256, on every request a guarded app serves)."""
+        return hashlib.blake2b(repr((key, question)).encode(), key=self._salt, digest_size=16).hexdigest()
 
     def get(self, digest: str) -> Verdict | None:
         with self._lock:

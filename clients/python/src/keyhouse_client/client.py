@@ -7,7 +7,7 @@ forgets everything. While the feed has not answered for FEED_SILENCE seconds, th
 trusted: a revoked key is never served from it for longer than a change takes to arrive.
 
 The plaintext key leaves the process only in the body of the verify request; it is never logged, and
-the cache knows it only by an HMAC under a per-process salt.
+the cache knows it only by a keyed hash (BLAKE2b) under a per-process salt.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 from httpx_retries import Retry, RetryTransport
 
 from .cache import MAX_VALID_TTL, VerdictCache
@@ -259,9 +260,10 @@ class AsyncKeyhouse:
                  timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None):
         self.cache = (cache if cache is not None else VerdictCache()) if caching else None  # (an empty cache is falsy)
         headers = {"Authorization": f"Bearer {key}"}
+        # aiohttp's connection pool under httpx's interface: httpcore's pool walks every pooled connection
+        # (a socket check each) on every request, which cost a guarded app most of a verify's time.
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout,
-                                       transport=RetryTransport(transport or httpx.AsyncHTTPTransport(),
-                                                                retry=_retry()))
+                                       transport=RetryTransport(transport or AiohttpTransport(), retry=_retry()))
         self._feed_http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=FEED_WAIT + 5.0,
                                             transport=transport)
         self._core = _Core(self.cache)

@@ -185,8 +185,13 @@ class KeyhouseMiddleware:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
-        operation, found = self.guard.read(scope["method"], scope["path"], headers.get)
+        raw = scope.get("headers", ())
+
+        def header(name: str) -> str | None:  # one header looked for: no dict of them all on every request
+            wanted = name.encode("latin-1")
+            return next((v.decode("latin-1") for k, v in raw if k.lower() == wanted), None)
+
+        operation, found = self.guard.read(scope["method"], scope["path"], header)
         if isinstance(found, str) and operation is not None:
             client = scope.get("client")
             try:
