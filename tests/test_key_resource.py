@@ -167,3 +167,23 @@ def test_the_list_shows_masked_keys_and_finds_a_key_by_its_masked_start(client, 
     assert {k["masked_key"] for k in listed} >= {key["masked_key"]}
     found = client.get(f"{API}/keys", params={"search": key["key"][:7]}, headers=admin.bearer).json()
     assert [k["id"] for k in found] == [key["id"]]
+
+
+def test_a_deployments_own_prefix_is_on_every_new_key_and_earlier_keys_keep_working(tmp_path):
+    """KEYHOUSE_KEY_PREFIX: every key made from now on starts with it (in every family), shows it in its mask
+    and authenticates; keys made under keyhouse's own `kh_` (the world's actors') keep working beside them."""
+    from tests.conftest import make_app, populated
+
+    app = make_app(tmp_path, key_prefix="acme_live_")
+    admin = populated(app).acme_admin
+    assert admin.key.startswith("kh_")
+    with app.test_client() as client:
+        made = create(client, admin, name="new")
+        billing = client.post(f"{API}/api-keys", json={"description": "billing"}, headers=admin.billing)
+        assert billing.status_code == 201, billing.text
+        for key in (made["key"], billing.json()["secretKey"]):
+            assert key.startswith("acme_live_"), key
+            assert client.get(f"{API}/keys", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        shown = client.get(f"{API}/keys/{made['id']}", headers=admin.bearer).json()
+        assert shown["masked_key"] == f"{made['key'][:14]}…{made['key'][-4:]}"
+        assert verify(client, admin, made["key"])["code"] == "VALID"

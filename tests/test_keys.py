@@ -9,7 +9,7 @@ def test_generated_keys_are_well_formed_and_distinct():
     generated = {keys.generate() for _ in range(200)}
     assert len(generated) == 200
     for key in generated:
-        assert key.startswith("kh_") and len(key) == keys.KEY_LENGTH
+        assert key.startswith("kh_") and len(key) == len("kh_") + keys.TAIL_LENGTH
         assert keys.is_well_formed(key)
 
 
@@ -45,3 +45,23 @@ def test_new_key_carries_hash_and_hint_but_they_do_not_reveal_it():
     assert keys.is_well_formed(new.plaintext)
     assert new.hash == keys.hash_key(b"secret", new.plaintext)
     assert new.hint == keys.mask(new.plaintext)
+
+
+def test_a_deployments_own_prefix_makes_keys_of_the_same_shape_and_checksum():
+    key = keys.generate("acme_live_")
+    assert key.startswith("acme_live_") and len(key) == len("acme_live_") + keys.TAIL_LENGTH
+    assert keys.is_well_formed(key) and keys.is_well_formed(keys.generate())  # kh_ keys keep working
+    assert not keys.is_well_formed("acme_test_" + key[len("acme_live_"):])  # the checksum covers the prefix
+    assert keys.mask(key) == f"{key[:len('acme_live_') + 4]}…{key[-4:]}"
+
+
+@pytest.mark.parametrize("prefix", ["Acme_", "acme", "_acme_", "9acme_", "acme-live_", "a" * 20 + "_", ""])
+def test_a_prefix_of_another_shape_is_refused_at_start(prefix):
+    """A lowercase letter, up to 18 lowercase letters, digits or underscores, and a final underscore: the
+    final underscore is where a key's prefix ends (its base62 body has none)."""
+    from pydantic import ValidationError
+
+    from keyhouse.config import Settings
+
+    with pytest.raises(ValidationError, match="key_prefix"):
+        Settings(secret=b"s", key_prefix=prefix)

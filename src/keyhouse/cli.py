@@ -85,7 +85,7 @@ def _new_user(store: Store, settings: Settings, organization_id: str, email: str
         if organizations.user_by_email(s, email) is not None:
             return None
         user = organizations.create_user(s, organization_id, email, role)
-        new = keys.new(settings.secret)
+        new = keys.new(settings.secret, settings.key_prefix)
         api_keys.issue_key(s, api_keys.Hashed(new.hash, new.hint), actor=None, organization_id=organization_id,
                            user_id=user.id, description=f"first key of {email}")
         plaintext = new.plaintext
@@ -107,7 +107,7 @@ def _load_keys(store: Store, settings: Settings, args) -> int:
         for first in range(0, args.count, args.batch):
             rows = []
             for i in range(first, min(first + args.batch, args.count)):
-                new = keys.new(settings.secret)
+                new = keys.new(settings.secret, settings.key_prefix)
                 moment = now - timedelta(seconds=i)  # spread in time, so that time sorts mean something
                 rows.append({"id": new_id(), "user_id": user.id, "description": f"synthetic {i:07d}",
                              "type": "publishable" if i % 10 == 0 else "secret", "api_user": f"user{i % 100}",

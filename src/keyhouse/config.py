@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import keys
+
 DEFAULT_DATABASE_URL = "sqlite:///keyhouse.db"
 DEFAULT_SECRET_FILE = ".keyhouse-secret"
 
@@ -59,6 +61,12 @@ class Settings(BaseSettings):
         default=True,
         description="let psycopg prepare statements it runs often on the server (PostgreSQL); false behind "
                     "PgBouncer in transaction mode")
+    # What a new key starts with: a deployment's own lets a secret scanning service (GitHub's partner
+    # program) tell its keys from everyone else's. Keys of any earlier prefix keep working.
+    key_prefix: str = Field(
+        default="kh_", pattern=rf"^{keys.PREFIX_PATTERN}$",
+        description="what every new key starts with (acme_live_, say: a lowercase letter, up to 18 lowercase "
+                    "letters, digits or underscores, and a final underscore); keys made before keep working")
     max_body_bytes: int = Field(default=64 * 1024, description="largest request body accepted (413 above it)")
     # Limits in the `limits` notation: "100/second", "5000/hour", ...
     rate_limit: str = Field(default="100/second", description="requests per key")

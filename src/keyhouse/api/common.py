@@ -39,7 +39,7 @@ def iso_offset(moment: datetime) -> str:
 
 def new_secret(rt: Runtime) -> tuple[str, api_keys.Hashed]:
     """A new secret: the plaintext the response shows once, and what the store keeps of it."""
-    new = keys.new(rt.settings.secret)
+    new = keys.new(rt.settings.secret, rt.settings.key_prefix)
     return new.plaintext, api_keys.Hashed(new.hash, new.hint)
 
 
