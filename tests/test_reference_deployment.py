@@ -87,7 +87,11 @@ class Rig:
 
     def key(self, host: int = 0, **body) -> dict:
         """A new key, made through host `host` by the admin."""
-        answer = self.http.post(f"{HOSTS[host]}/keys", json={"name": "rig", **body}, headers=self.bearer())
+        while True:  # the admin's key is held to 100 requests a second: a 429 says when to ask again
+            answer = self.http.post(f"{HOSTS[host]}/keys", json={"name": "rig", **body}, headers=self.bearer())
+            if answer.status_code != 429:
+                break
+            time.sleep(float(answer.headers["Retry-After"]))
         assert answer.status_code == 201, answer.text
         return answer.json()
 
@@ -108,12 +112,9 @@ def test_a_key_revoked_through_one_host_is_refused_by_every_host_and_cache(rig):
     # Each asker its own key, so that no key's rate limit (100/s, shared through Redis) is what is measured.
     gateways = [rig.key(n, permissions=["verifyKey", "listKeyChanges"])["key"] for n in range(3)]
     checker = rig.key(permissions=["verifyKey"])["key"]
-    victims = [rig.key(i % 3)["key"] for i in range(REVOCATIONS)]
-    victim_ids = {}
-    for key in victims:
-        answer = rig.http.post(f"{HOSTS[0]}/keys/lookup", json={"key": key}, headers=rig.bearer())
-        assert answer.status_code == 200, answer.text
-        victim_ids[key] = answer.json()["id"]
+    made = [rig.key(i % 3) for i in range(REVOCATIONS)]
+    victims = [m["key"] for m in made]
+    victim_ids = {m["key"]: m["id"] for m in made}
 
     async def measure() -> list[float]:
         clients = [AsyncKeyhouse(HOSTS[n], gateways[n]) for n in range(3)]

@@ -151,7 +151,9 @@ class ApiKey(Base):
     workspace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # HMAC-SHA256 of the key under the server secret: the only trace of the key that is kept.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    key_hint: Mapped[str] = mapped_column(String(16))
+    # The masked key (keys.mask): a prefix of up to 20 characters, 4, an ellipsis and 4 (migration 0013).
+    # SQLite enforces no VARCHAR's length, and its column keeps the one it was made with.
+    key_hint: Mapped[str] = mapped_column(String(32).with_variant(String(16), "sqlite"))
     # Counts the key's secrets: a reroll or a reissue gives it a new one. Tokens carry the version of the
     # secret they were made from, and die with it (see RetiredSecret).
     secret_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
