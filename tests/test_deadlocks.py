@@ -8,7 +8,6 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
@@ -16,11 +15,11 @@ from keyhouse.store import api_keys
 from keyhouse.store.models import ApiKey, utcnow
 from keyhouse.store.session import database_unreachable, retryable, retrying
 from tests.conftest import issue_key
+from tests.helpers import on_postgresql
 
 
 def _on_postgresql(app) -> None:
-    if app.runtime.store.engine.dialect.name != "postgresql":
-        pytest.skip("a deadlock needs PostgreSQL's row locks: the PostgreSQL leg runs this")
+    on_postgresql(app, "a deadlock needs PostgreSQL's row locks")
 
 
 def _two_keys(app, world) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy import select, update
 
 from keyhouse.store.models import AuditEvent, utcnow
-from tests.helpers import API, DOCUMENTS, declare
+from tests.helpers import API, DOCUMENTS, declare, on_postgresql
 from tests.helpers import create_key as create
 
 
@@ -193,10 +193,7 @@ def test_the_listener_says_whether_it_hears_the_stores_notifies(tmp_path, caplog
 
 
 def _on_postgresql(app) -> None:
-    import pytest
-
-    if app.runtime.store.engine.dialect.name != "postgresql":
-        pytest.skip("concurrent writers need PostgreSQL (SQLite runs one at a time): the PostgreSQL leg runs this")
+    on_postgresql(app, "concurrent writers need PostgreSQL (SQLite runs one at a time)")
 
 
 def _event(organization_id: str, target_id: str, action: str = "key.updated") -> dict:

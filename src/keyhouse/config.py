@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     # What a new key starts with: a deployment's own lets a secret scanning service (GitHub's partner
     # program) tell its keys from everyone else's. Keys of any earlier prefix keep working.
     key_prefix: str = Field(
-        default="kh_", pattern=rf"^{keys.PREFIX_PATTERN}$",
+        default=keys.PREFIX, pattern=rf"^{keys.PREFIX_PATTERN}$",
         description="what every new key starts with (acme_live_, say: a lowercase letter, up to 18 lowercase "
                     "letters, digits or underscores, and a final underscore); keys made before keep working")
     max_body_bytes: int = Field(default=64 * 1024, description="largest request body accepted (413 above it)")

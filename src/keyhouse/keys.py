@@ -21,7 +21,8 @@ from dataclasses import dataclass
 PREFIX = "kh_"  # keyhouse's own, the default
 # A prefix: a lowercase letter, then up to 18 lowercase letters, digits and underscores, and a final
 # underscore (which the base62 body never holds, so where the prefix ends is never in doubt).
-PREFIX_PATTERN = r"[a-z][a-z0-9_]{0,18}_"
+MAX_PREFIX_LENGTH = 20
+PREFIX_PATTERN = rf"[a-z][a-z0-9_]{{0,{MAX_PREFIX_LENGTH - 2}}}_"
 BODY_LENGTH = 32
 CHECKSUM_LENGTH = 6
 TAIL_LENGTH = BODY_LENGTH + CHECKSUM_LENGTH
@@ -55,7 +56,7 @@ def generate(prefix: str = PREFIX) -> str:
 
 def is_well_formed(candidate: str) -> bool:
     """True when the candidate has the key shape (any prefix of PREFIX_PATTERN) and its checksum holds."""
-    if len(candidate) > 20 + TAIL_LENGTH or not _SHAPE.match(candidate):
+    if len(candidate) > MAX_PREFIX_LENGTH + TAIL_LENGTH or not _SHAPE.match(candidate):
         return False
     return hmac.compare_digest(candidate[-CHECKSUM_LENGTH:], checksum(candidate[:-CHECKSUM_LENGTH]))
 

@@ -75,16 +75,16 @@ FEED_ACTIONS = frozenset({"key.revoked", "key.rerolled", "key.updated", "key.cre
                           "api.deleted"})
 
 _events, _keys = AuditEvent.__table__, ApiKey.__table__
-_IN_FEED = _events.c.action.in_(sorted(FEED_ACTIONS))
 # A change's cursor is its feed_position: numbered as it commits, in the order the organization's changes
-# become visible (migration 0011), so that nothing can later appear before a cursor a reader holds. Null
-# for events outside the feed, and for a change whose transaction is still committing.
+# become visible (migration 0011), so that nothing can later appear before a cursor a reader holds. Only
+# the feed's actions are numbered (the trigger's list, held to FEED_ACTIONS by tests/test_store.py): null
+# for every other event, and for a change whose transaction is still committing.
 _position = _events.c.feed_position
 _CHANGES = (select(_position, _events.c.at, _events.c.action, _events.c.target_type, _events.c.target_id)
             # A cursor may be any 18 digits (the spec's pattern): compared as a bigint, so that one beyond
             # the column's range finds nothing (and is gone, below) instead of failing.
             .where(_events.c.organization_id == bindparam("organization_id"),
-                   _position > bindparam("after", type_=BigInteger), _IN_FEED)
+                   _position > bindparam("after", type_=BigInteger))
             .order_by(_position).limit(bindparam("limit")))
 # A member's feed: the changes to their own keys, and to the organization's APIs (which they cannot see
 # but whose changes may change verdicts on their keys).
@@ -92,8 +92,7 @@ _CHANGES_OF_USER = _CHANGES.where(or_(
     _events.c.target_type != "api_key",
     select(_keys.c.pk).where(_keys.c.organization_id == _events.c.organization_id,
                              _keys.c.id == _events.c.target_id, _keys.c.user_id == bindparam("user_id")).exists()))
-_LATEST_CHANGE = select(func.max(_position)).where(_events.c.organization_id == bindparam("organization_id"),
-                                                   _IN_FEED)
+_LATEST_CHANGE = select(func.max(_position)).where(_events.c.organization_id == bindparam("organization_id"))
 
 
 class Changes(NamedTuple):
