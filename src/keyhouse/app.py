@@ -72,7 +72,8 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     check_handlers(document)
     limiter = RateLimiter(settings.rate_limit, settings.organization_rate_limit, settings.redis_url,
                           settings.refused_credential_limit, settings.verified_key_rate_limit)
-    rt = Runtime(settings=settings, store=store, policy=Policy.from_spec(document), recorder=Recorder(store),
+    rt = Runtime(settings=settings, store=store, policy=Policy.from_spec(document),
+                 recorder=Recorder(store, count_usage=settings.usage_counting),
                  limiter=limiter, changes=ChangeSignal(make_url(settings.listen_url or settings.database_url),
                                                        probe_through(store), store),
                  extractors=extractors_by_operation(document))
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
     @asynccontextmanager
     async def lifespan(_app):
         flusher = asyncio.create_task(rt.recorder.run())
-        pruner = asyncio.create_task(rt.recorder.prune(settings.audit_retention))
+        pruner = asyncio.create_task(rt.recorder.prune(settings.audit_retention, settings.usage_retention_days))
         clock = asyncio.create_task(rt.store.keep_time())
         # What start-up built (the contract, its validators, the routes: hundreds of thousands of objects)
         # lives as long as the process: out of the collector's way, so that its full collections, which

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         default=None, ge=1,
         description="seconds the audit trail keeps an event (pruned in small batches; at least the change "
                     "feed's retention, which it serves from); kept forever unless set")
+    usage_counting: bool = Field(
+        default=True, description="count every verdict on a key for its usage (GET /keys/{key_id}/usage); false: "
+                                  "usage stays as it was")
+    usage_retention_days: int = Field(
+        default=400, ge=1,
+        description="days each key's usage is kept per day (per minute: 2 days, per hour: 90, or this if shorter), "
+                    "and the addresses it was presented from")
 
     @field_validator("previous_secrets", mode="before")
     @classmethod

@@ -22,6 +22,8 @@ CHANGE_LISTENER = Gauge("keyhouse_change_feed_listener_listening", "Whether the 
 AUTH_FAILURES = Counter("keyhouse_authentication_failures", "Refused credentials, by reason.", ["reason"])
 DROPPED_EVENTS = Counter("keyhouse_audit_events_dropped", "Failed-authentication events dropped unwritten: more "
                          "gathered while the database was away than the recorder keeps.")
+DROPPED_USAGE = Counter("keyhouse_usage_verdicts_dropped", "Verdicts left uncounted in usage: more distinct keys and "
+                        "minutes gathered while the database was away than the recorder keeps.")
 RATE_LIMITED = Counter("keyhouse_rate_limited", "Requests and verifications refused by a rate limit, by scope.",
                        ["scope"])
 

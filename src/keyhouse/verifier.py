@@ -81,8 +81,18 @@ def state(credential: Credential | None, now: datetime) -> str:
 
 
 async def verify(rt: Runtime, credential: Credential | None, ask: Ask, now: datetime | None = None) -> Verdict:
-    """keyhouse's verdict on a key for `ask`; on VALID its use is recorded (in memory, written in batches)."""
+    """keyhouse's verdict on a key for `ask`, counted in the key's usage; on VALID its last use is recorded
+    (both in memory, written in batches)."""
     now = now or utcnow()
+    verdict = await _verdict(rt, credential, ask, now)
+    if credential is not None:  # a secret found nowhere is no key's usage
+        rt.recorder.verdict(credential.key_pk, credential.organization_id, verdict.code, now, ask.ip)
+        if verdict.valid:
+            rt.recorder.used(credential.key_pk, now)
+    return verdict
+
+
+async def _verdict(rt: Runtime, credential: Credential | None, ask: Ask, now: datetime) -> Verdict:
     code = state(credential, now)
     if credential is None or code != "VALID":
         return Verdict(code, credential, why=code.lower().replace("_", " "))
@@ -97,8 +107,6 @@ async def verify(rt: Runtime, credential: Credential | None, ask: Ask, now: date
         metrics.RATE_LIMITED.labels(limit.scope if ask.limit == "request" else "verified key").inc()
         return Verdict("RATE_LIMITED", credential, held, "rate limited", limit)
     code, remaining, refill_at = await _credits(rt, credential, ask, now)
-    if code == "VALID":
-        rt.recorder.used(credential.key_pk, now)
     return Verdict(code, credential, held, "" if code == "VALID" else "usage exceeded", limit, remaining, refill_at)
 
 

@@ -25,6 +25,7 @@ from . import (
     rotation,
     tokens,
     traffic_filters,
+    usage,
     verification,
     workspace,
 )
@@ -76,6 +77,8 @@ HANDLERS: dict[str, Callable] = {
     "rerollKey": rotation.reroll_key,
     "createAuthToken": tokens.create_auth_token,
     "listAuditEvents": audit.list_audit_events,
+    "getKeyUsage": usage.get_key_usage,
+    "listUsage": usage.list_usage,
     # the organizations' own APIs
     "listPlatformApis": platform_apis.list_platform_apis,
     "createPlatformApi": platform_apis.create_platform_api,

@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from .. import runtime, spec
 from ..errors import STATUS, ApiError
 from ..store.models import utcnow
-from . import sessions
+from . import charts, sessions
 from .operations import OperationCaller, by_tag
 from .rendering import render
 
@@ -144,10 +144,13 @@ async def keys(request: Request, session) -> Response:
     try:
         rows, total = await caller.call_paged("listKeys", limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
                                               search=search)
+        # The overview: every verdict on the organization's keys (a member's: its own) these 30 days.
+        overview = charts.verdicts(await caller.call("listUsage", granularity="day", limit=0)) \
+            if caller.may("listUsage") and page == 1 and not search else None
     except ApiError as e:
         return _failed(request, session, e, "keys.html", **context)
     return render(request, "keys.html", {"session": session, **context, "keys": rows, "total": total,
-                                         "pages": max(1, -(-total // PAGE_SIZE))})
+                                         "pages": max(1, -(-total // PAGE_SIZE)), "overview": overview})
 
 
 Choices = list[tuple[str, list[tuple[str, str, str]]]]  # [(heading, [(permission, label, summary)])]
@@ -238,16 +241,20 @@ async def revealed(request: Request, session) -> Response:
 @signed_in_only
 async def key(request: Request, session) -> Response:
     caller, key_id = OperationCaller(session.rt, session.me), request.path_params["key_id"]
+    granularity = "hour" if request.query_params.get("usage") == "hour" else "day"
     try:
         shown = await caller.call("getKey", key_id=key_id)
         trail = await caller.call("listAuditEvents", limit=10, offset=0, target_id=key_id) \
             if caller.may("listAuditEvents") else None
+        used = await caller.call("getKeyUsage", key_id=key_id, granularity=granularity) \
+            if caller.may("getKeyUsage") else None
         choices = await _permission_choices(caller, shown["permissions"])
     except ApiError as e:
         return _failed(request, session, e)
     return render(request, "key.html", {"session": session, "key": shown, "trail": trail, "caller": caller,
                                         "choices": choices, "expiry": EXPIRY_PRESETS, "grace": GRACE_CHOICES,
-                                        "notice": request.query_params.get("notice")})
+                                        "notice": request.query_params.get("notice"), "usage": used,
+                                        "chart": charts.verdicts(used) if used else None})
 
 
 @signed_in_only

@@ -190,6 +190,49 @@ def _keep_folded(_mapper, _connection, key: ApiKey) -> None:
         setattr(key, folded, fold(getattr(key, column)))
 
 
+class KeyUsage(Base):
+    """Verdicts on a key (VALID and each refusal's code), counted per minute, per hour and per day: each
+    verdict adds one to the three rows of its moment. Written in batches by the recorder, off the request
+    path; pruned per granularity (keyhouse.store.usage.KEPT)."""
+
+    __tablename__ = "key_usage"
+    # Pruning deletes the oldest of a granularity (a count's update touches no indexed column).
+    __table_args__ = (Index("ix_key_usage_granularity_start", "granularity", "start"),)
+
+    key_pk: Mapped[int] = mapped_column(ForeignKey("api_keys.pk", ondelete="CASCADE"), primary_key=True)
+    granularity: Mapped[str] = mapped_column(String(8), primary_key=True)  # minute | hour | day
+    start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class OrganizationUsage(Base):
+    """The same counts summed over an organization's keys, kept beside them so that its overview reads a
+    row per moment and outcome however many keys it has."""
+
+    __tablename__ = "organization_usage"
+
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    granularity: Mapped[str] = mapped_column(String(8), primary_key=True)
+    start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class KeyAddress(Base):
+    """A client address a key was presented from, with how many verdicts it drew and when it was last seen."""
+
+    __tablename__ = "key_addresses"
+    __table_args__ = (Index("ix_key_addresses_last_seen", "last_seen_at"),)
+
+    key_pk: Mapped[int] = mapped_column(ForeignKey("api_keys.pk", ondelete="CASCADE"), primary_key=True)
+    ip: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class RetiredSecret(Base):
     """A secret a reroll or a reissue took from its key. It keeps authenticating until `valid_until` (a
     reroll's grace window; the moment of retirement otherwise), and after that a presented retired secret
