@@ -7,7 +7,9 @@
    made through the API); wrk at 16 connections sends `POST /keys/verify` for the 500 keys in turn, so every
    request is two verdicts counted (the gateway's key, and the key verified) over 501 keys' rows. The only
    difference between the two is KEYHOUSE_USAGE_COUNTING=false. Both answer the same bytes (checked first).
-   Goal: counting on >= 0.95x off.
+   Goal: counting on >= 0.95x off. Rounds go ABBA (the order within a round moved req/s by several percent
+   here), and the servers' CPU per request (from /proc, flushes included) is reported beside req/s: the
+   steadier of the two on a machine where req/s moves by a tenth from run to run.
 2. Reads at 1,000,000 keys: a database of a million keys (`keyhouse keys load`), each with a day of usage,
    and 100 of them with 30 days of usage (rows written as the recorder writes them, by
    keyhouse.store.usage.count_verdicts); `GET /usage?key_id=` x 100 at day granularity over 30 days, asked
@@ -31,6 +33,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from guard import cpu_seconds
 from run import BIN, HERE, LIMITS, SECRET, VERIFY_PATH, Group, Run, Server, _ms, dataset, free_port, keyhouse_cli
 
 RESULTS = HERE / "results"
@@ -75,14 +78,20 @@ request = function()
     ["Content-Type"] = "application/json"}}, '{{"key": "' .. keys[n % #keys + 1] .. '"}}')
 end
 """)
+    pids = server.workers_pids()
+    cpu_before = sum(cpu_seconds(pid) for pid in pids)
     out = subprocess.run(["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "-s", str(script),
                           server.url(VERIFY_PATH)], check=True, capture_output=True, text=True).stdout
+    cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
     non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     if non_2xx:
         raise SystemExit(f"{label} answered {non_2xx} non-2xx; see {server.log}")
-    return Run(label, "verify", round_, float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-               _ms(re.search(r"\s50%\s+(\S+)", out).group(1)), _ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
-               0, 0, 0.0)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    run = Run(label, "verify", round_, float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+              _ms(re.search(r"\s50%\s+(\S+)", out).group(1)), _ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
+              0, 0, 0.0)
+    run.cpu_us = round(cpu / requests * 1e6, 1)  # the server's CPU per request, flushes included
+    return run
 
 
 def throughput(args) -> dict:
@@ -110,19 +119,23 @@ def throughput(args) -> dict:
             _wrk(server, keys[label], admins[label], args_warm, -1, label)
         group = Group("verify of 500 keys in turn, 1 worker", "verify", list(variants))
         for round_ in range(args.rounds):
-            for label in group.variants:
+            # ABBA: each variant goes first in every other round, so that going first or second (measured
+            # to move req/s by several percent here) weighs on both alike.
+            for label in group.variants if round_ % 2 == 0 else reversed(group.variants):
                 run = _wrk(servers[label], keys[label], admins[label], args, round_, label)
                 group.runs.append(run)
-                print(f"  round {round_ + 1}: {label}: {run.rps:,.0f} req/s, p99 {run.p99_ms:.1f} ms",
-                      file=sys.stderr, flush=True)
+                print(f"  round {round_ + 1}: {label}: {run.rps:,.0f} req/s, p99 {run.p99_ms:.1f} ms, "
+                      f"{run.cpu_us:.0f} us of CPU a request", file=sys.stderr, flush=True)
         counted = _request(servers["counting"], "GET", "/api/v1/usage?granularity=day&limit=0", admins["counting"])
         total = sum(b["total"] for b in json.loads(counted[1])["total"])
     finally:
         for server in servers.values():
             server.stop()
+    cpu = {label: statistics.median(r.cpu_us for r in group.runs if r.variant == label) for label in variants}
     return {"rounds": [r.__dict__ for r in group.runs],
             "counting_rps": group.median("counting"), "not_counting_rps": group.median("not counting"),
-            "ratio": group.ratio("counting", "not counting"), "verdicts_counted": total}
+            "ratio": group.ratio("counting", "not counting"), "verdicts_counted": total,
+            "cpu_us_per_request": cpu, "cpu_ratio": round(cpu["not counting"] / cpu["counting"], 3)}
 
 
 def reads(args) -> dict:
@@ -187,19 +200,23 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--reads", type=int, default=50)
     parser.add_argument("--skip-reads", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
     args.work = Path(tempfile.mkdtemp(prefix="keyhouse-usage-"))
     began = datetime.now(UTC).isoformat(timespec="seconds")
     load = os.getloadavg()
     result = {"began": began, "database": "postgresql" if args.database else "sqlite", "load_before": load,
-              "cpus": os.cpu_count(), "throughput": throughput(args)}
-    print(json.dumps(result["throughput"] | {"rounds": "..."}, indent=1), file=sys.stderr)
+              "cpus": os.cpu_count()}
+    if not args.skip_throughput:
+        result["throughput"] = throughput(args)
+        print(json.dumps(result["throughput"] | {"rounds": "..."}, indent=1), file=sys.stderr)
     if not args.skip_reads:
         result["reads_at_1m_keys"] = reads(args)
     result["load_after"] = os.getloadavg()
     out = RESULTS / f"usage-{result['database']}.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result | {"throughput": result["throughput"] | {"rounds": "..."}}, indent=1))
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**earlier, **result}, indent=1) + "\n")  # a part skipped keeps its last figures
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

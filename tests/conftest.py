@@ -31,6 +31,7 @@ from keyhouse.config import Settings
 from keyhouse.store import api_keys, organizations
 from keyhouse.store.models import Base
 from keyhouse.store.session import Store
+from tests.helpers import github_keys_file
 
 POSTGRES_URL = os.environ.get("KEYHOUSE_TEST_POSTGRES_URL")
 _schemas: list[str] = []
@@ -148,7 +149,8 @@ def add_organization(app, name: str) -> str:
 
 @pytest.fixture(scope="session")
 def shared_app(tmp_path_factory):
-    application = make_app(tmp_path_factory.mktemp("shared"))
+    directory = tmp_path_factory.mktemp("shared")
+    application = make_app(directory, github_secret_scanning_keys=github_keys_file(directory))
     yield application
     application.runtime.store.dispose()
 

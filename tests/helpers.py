@@ -3,6 +3,13 @@ must look like in each family. (Fixtures are conftest's; the OWASP victims are t
 
 from __future__ import annotations
 
+import base64
+import json
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 API = "/api/v1"
 
 
@@ -102,3 +109,31 @@ def errors_of(response, code):
 
 RULESET = {"name": "offices", "type": "ip", "region": "us-east-1",
            "rules": [{"source": "192.0.2.0/24", "description": "Berlin"}, {"source": "2001:db8::1"}]}
+
+
+# ------------------------------------------------------------------ GitHub's secret scanning, as a test plays it
+
+# A key pair standing for one of GitHub's secret scanning keys: the shared app trusts its public half
+# (conftest writes it in GitHub's document format); reports signed with the private half are GitHub's.
+GITHUB_KEY = ec.generate_private_key(ec.SECP256R1())
+GITHUB_KEY_ID = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a"
+
+
+def github_keys_file(directory) -> str:
+    """GitHub's document of secret scanning keys (api.github.com/meta/public_keys/secret_scanning), ours."""
+    pem = GITHUB_KEY.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    path = directory / "github-secret-scanning-keys.json"
+    path.write_text(json.dumps({"public_keys": [{"key_identifier": GITHUB_KEY_ID, "key": pem, "is_current": True}]}))
+    return str(path)
+
+
+def github_signed(body: bytes, key=None) -> dict:
+    """The headers GitHub sends with a report: which key, and its signature of the exact body."""
+    signature = (key or GITHUB_KEY).sign(body, ec.ECDSA(hashes.SHA256()))
+    return {"Github-Public-Key-Identifier": GITHUB_KEY_ID, "Github-Public-Key-Signature":
+            base64.b64encode(signature).decode(), "Content-Type": "application/json"}
+
+
+def report_leaks(client, reports: list[dict]):
+    body = json.dumps(reports).encode()
+    return client.post(f"{API}/leaks/github", content=body, headers=github_signed(body))

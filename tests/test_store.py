@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from keyhouse.store import api_keys, credentials, organizations
 from keyhouse.store.models import ApiKey
@@ -197,15 +198,21 @@ def test_the_trail_is_pruned_past_its_retention_in_small_batches(app, world, mon
         assert len(left) == 3 and s.scalar(select(func.min(AuditEvent.at))) >= recent - timedelta(seconds=1)
 
 
-def test_the_feed_places_every_action_the_change_feed_serves():
-    """Migration 0011's triggers place (number, as they commit) the events of the actions it lists: the
-    change feed's, every one, or a new feed action would never be served."""
-    import importlib
-
+def test_the_feed_places_every_action_the_change_feed_serves(app, world):
+    """The database's trigger (migration 0011, remade by every migration that adds a feed action) places
+    (numbers, as they commit) the events of the change feed's actions, every one, or a new feed action
+    would never be served; and no other event."""
+    from keyhouse.store.models import AuditEvent
     from keyhouse.store.trail import FEED_ACTIONS
 
-    placing = importlib.import_module("keyhouse.migrations.versions.0011_change_feed_positions")
-    assert set(placing.FEED_ACTIONS) == FEED_ACTIONS
+    organization = world.acme_admin.organization_id
+    with app.runtime.store.session() as s:
+        for action in [*sorted(FEED_ACTIONS), "key.created", "auth.failed"]:
+            s.add(AuditEvent(organization_id=organization, action=action, target_type="api_key", target_id=action))
+    with app.runtime.store.session() as s:
+        placed = dict(s.execute(select(AuditEvent.action, AuditEvent.feed_position)
+                                .where(AuditEvent.organization_id == organization)).all())
+    assert {action for action, position in placed.items() if position is not None} == FEED_ACTIONS
 
 
 def test_the_trail_keeps_at_least_what_the_change_feed_serves():

@@ -14,9 +14,20 @@ from keyhouse.validation import compiled
 from tests.conftest import SECRET
 
 SPEC = spec.document()
+
+
+def signed(op: dict) -> bool:
+    """An operation whose credential is a signature of its body (a leak report's), not a key."""
+    schemes = SPEC["components"]["securitySchemes"]
+    return any(schemes[name].get("x-keyhouse-signed-body") for req in op.get("security", []) for name in req)
+
+
+# The operations a key calls (those a signature authenticates have tests of their own: SIGNED).
 OPERATIONS = [(method, path, op) for path, item in SPEC["paths"].items() for method, op in item.items()
-              if method in {"get", "post", "put", "delete"} and op.get("security") != []]
+              if method in {"get", "post", "put", "delete"} and op.get("security") != [] and not signed(op)]
 IDS = [op["operationId"] for _, _, op in OPERATIONS]
+SIGNED = [(method, path, op) for path, item in SPEC["paths"].items() for method, op in item.items()
+          if method in {"get", "post", "put", "delete"} and signed(op)]
 
 
 def resolved(node):
@@ -78,6 +89,7 @@ class Victim:
             "CreateTokenRequest": {"expires_in": 60},
             "PlatformApiInput": {"name": "intruder", "scopes": ["intrude"]},
             "KeyInput": {"name": "intruder", "owner_id": "intruder"},
+            "LeakPolicy": {"on_leak": "notify"},
             "KeyUpdate": {"name": "intruder", "owner_id": "intruder"},
             "PlatformApiDefinition": {"scopes": ["intrude"]},
         }

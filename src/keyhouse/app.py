@@ -16,13 +16,14 @@ from sqlalchemy.engine import make_url
 
 from . import spec
 from .api import HANDLERS, handed
-from .auth import extractors_by_operation
+from .auth import extractors_by_operation, signed_operations
 from .changes import ChangeSignal, notify_on_commit, probe_through
 from .config import Settings
 from .console import Console
 from .errors import ErrorEnvelopes
 from .framework import SECURITY_MAP, OnceAsyncApp, stack
-from .middleware import AccessLog, RequestContext, ResponseHeaders
+from .leaks import load_github_keys
+from .middleware import AccessLog, RequestContext, ResponseHeaders, SignedBodies
 from .permissions import Policy
 from .ratelimit import RateLimiter
 from .recorder import Recorder
@@ -76,7 +77,8 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
                  recorder=Recorder(store, count_usage=settings.usage_counting),
                  limiter=limiter, changes=ChangeSignal(make_url(settings.listen_url or settings.database_url),
                                                        probe_through(store), store),
-                 extractors=extractors_by_operation(document))
+                 extractors=extractors_by_operation(document),
+                 github_keys=load_github_keys(settings.github_secret_scanning_keys))
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -102,7 +104,11 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
             rt.recorder.flush()
             await rt.store.close_on_loop()
 
-    request_context = functools.partial(RequestContext, runtime=rt, base_path=spec.base_path(document))
+    base_path = spec.base_path(document)
+    # The few operations that take more than KEYHOUSE_MAX_BODY_BYTES (a leak report of 1,000 tokens), by path.
+    larger = {base_path + path: op["x-keyhouse-max-body-bytes"] for _, path, op in spec.operations(document)
+              if "x-keyhouse-max-body-bytes" in op and "{" not in path}
+    request_context = functools.partial(RequestContext, runtime=rt, base_path=base_path, larger_bodies=larger)
     # Every middleware, each before the Connexion one it names (outermost first): the order is this list.
     middlewares = stack(
         # Outside Connexion's exception handling, so that it sees the status of every answer, errors too.
@@ -111,6 +117,8 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
         ("SwaggerUIMiddleware", request_context),
         # The console answers /console itself (its own pages, its own errors); every other path goes on.
         ("SwaggerUIMiddleware", Console),
+        # The exact bytes of a signed body, for the security function that checks the signature.
+        ("SecurityMiddleware", functools.partial(SignedBodies, operations=signed_operations(document))),
         # X-Request-Id on a handler's response before Connexion validates it (the spec requires it).
         ("ContextMiddleware", ResponseHeaders),
     )

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jwt
 from connexion.security import NO_VALUE
 
-from . import keys, metrics, runtime
+from . import keys, leaks, metrics, runtime
 from . import spec as contract
 from .errors import ApiError
 from .ratelimit import Exceeded
@@ -74,6 +74,9 @@ def _looks_like_jwt(value: str) -> bool:
 
 
 def _extractor(scheme: dict) -> Extractor:
+    if scheme.get("x-keyhouse-signed-body") == "github":  # a signature of the body, not a key
+        name = scheme["name"].lower()
+        return lambda h: ("github", h[name]) if name in h else None
     if scheme["type"] == "http" and scheme["scheme"].lower() == "bearer":
         if scheme.get("bearerFormat") == "JWT":
             return lambda h: ("jwt", v) if (v := _authorization(h, "bearer")) and _looks_like_jwt(v) else None
@@ -119,6 +122,14 @@ def extractors_by_operation(spec: dict) -> dict[str, Credentials]:
         table[operation["operationId"]] = Credentials([readers[n] for n in names],
                                                       {h.lower().encode(): h for h in spelled})
     return table
+
+
+def signed_operations(spec: dict) -> frozenset[str]:
+    """The operations whose security scheme signs the body (keyhouse.middleware.SignedBodies keeps it)."""
+    schemes = spec["components"]["securitySchemes"]
+    return frozenset(operation["operationId"] for _, _, operation in contract.operations(spec)
+                     for requirement in operation.get("security", spec.get("security", []))
+                     for name in requirement if schemes[name].get("x-keyhouse-signed-body"))
 
 
 def _repeated(raw_headers: list[tuple[bytes, bytes]], credential_headers: dict[bytes, str]) -> str | None:
@@ -171,6 +182,8 @@ async def _resolve(scope, headers):
         return NO_VALUE
     ip = client_ip(scope)
     await _not_refusing(rt, ip)
+    if presented[0][0] == "github":  # a leak report: GitHub's signature of the body is the credential
+        return await _signed_by_github(rt, scope, headers, presented[0][1], ip, operation_id)
     principals: list[Principal] = []
     for kind, credential in dict.fromkeys(presented):
         # The principal (the first) is asked for the operation and counted against its limits; every other
@@ -180,6 +193,17 @@ async def _resolve(scope, headers):
             else Ask(ip=ip, within=within)
         principals.append(await _admitted(rt, found, ask, what, operation_id))
     return {"sub": principals[0].user_id, "principal": principals[0]}
+
+
+async def _signed_by_github(rt: runtime.Runtime, scope, headers, signature: str, ip: str | None,  # type: ignore[no-untyped-def]
+                            target: str) -> dict:
+    """A body signed by one of GitHub's secret scanning keys (keyhouse.leaks): its reporter is GitHub."""
+    if leaks.github_signed(rt.github_keys, headers.get("github-public-key-identifier"), signature,
+                           scope.get(leaks.SIGNED_BODY, b"")):
+        return {"sub": "github", "reporter": "github", "ip": ip}
+    why = "The body is not signed by a GitHub secret scanning key this server knows." if rt.github_keys else \
+        "This server takes no leak reports from GitHub: KEYHOUSE_GITHUB_SECRET_SCANNING_KEYS is not set."
+    raise await _refusal(rt, Refused("bad signature", why), ip, target)
 
 
 async def admit(rt: runtime.Runtime, who: Principal, operation_id: str) -> None:

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         default=None, ge=1,
         description="seconds the audit trail keeps an event (pruned in small batches; at least the change "
                     "feed's retention, which it serves from); kept forever unless set")
+    # GitHub's secret scanning partner program signs its leak reports (POST /leaks/github); keyhouse checks
+    # them against the keys GitHub publishes, which the deployment saves from GitHub itself: keyhouse
+    # fetches nothing.
+    github_secret_scanning_keys: str | None = Field(
+        default=None,
+        description="a file holding GitHub's secret scanning public keys (the JSON of https://api.github.com/meta/"
+                    "public_keys/secret_scanning), for POST /leaks/github; every report is refused unless set")
     usage_counting: bool = Field(
         default=True, description="count every verdict on a key for its usage (GET /keys/{key_id}/usage); false: "
                                   "usage stays as it was")
@@ -104,7 +111,8 @@ class Settings(BaseSettings):
             return tuple(v.encode() for v in value.split(",") if v)
         return value
 
-    @field_validator("redis_url", "verified_key_rate_limit", "audit_retention", "listen_url", mode="before")
+    @field_validator("redis_url", "verified_key_rate_limit", "audit_retention", "listen_url",
+                     "github_secret_scanning_keys", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None

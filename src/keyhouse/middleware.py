@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import logs, metrics, runtime
 from .errors import ApiError
+from .leaks import SIGNED_BODY
 
 _OBSERVED = "keyhouse.observed"  # a dict shared by the scope copies of one request
 
@@ -87,15 +88,18 @@ class RequestContext:
     The trailing slash: the official billing client posts to `/api-keys/`; a redirect would lose a POST
     body, so the path is rewritten instead (Swagger UI's own `/ui/` paths are left alone).
     The body cap: checked on Content-Length up front and on the bytes actually received; both answer
-    413 in the family's envelope. A chunked body (no Content-Length) is read here, under the cap, and
-    replayed with its length, because Connexion's validation takes a body without a length for none.
+    413 in the family's envelope. An operation may allow more (`x-keyhouse-max-body-bytes`). A chunked
+    body (no Content-Length) is read here, under the cap, and replayed with its length, because
+    Connexion's validation takes a body without a length for none.
     """
 
-    def __init__(self, app: ASGIApp, runtime: runtime.Runtime, base_path: str):
+    def __init__(self, app: ASGIApp, runtime: runtime.Runtime, base_path: str,
+                 larger_bodies: dict[str, int] | None = None):
         self.app = app
         self.runtime = runtime
         self.base_path = base_path
         self.ui = base_path + "/ui"
+        self.larger_bodies = larger_bodies or {}  # path -> its own cap, above the setting's
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -120,7 +124,7 @@ class RequestContext:
                 scope[_OBSERVED]["operation"] = routed.get("operation_id")
 
     def _capped(self, scope: Scope, receive: Receive) -> Receive:
-        limit = self.runtime.settings.max_body_bytes
+        limit = max(self.runtime.settings.max_body_bytes, self.larger_bodies.get(scope["path"], 0))
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -140,6 +144,27 @@ class RequestContext:
             return message
 
         return capped_receive
+
+
+class SignedBodies:
+    """Keeps the exact bytes of a signed operation's body for the security function that checks their
+    signature (a leak report's: keyhouse.auth, keyhouse.leaks), and hands the body on unchanged.
+
+    A signature covers bytes, not the JSON they parse to, and the security function runs before anything
+    reads the body; so for the operations whose security scheme signs the body (`x-keyhouse-signed-body`
+    in the contract) the body, already capped by RequestContext, is read here, kept in the scope, and
+    replayed. Placed after routing (it needs the operation) and before security."""
+
+    def __init__(self, app: ASGIApp, operations: frozenset[str]):
+        self.app = app
+        self.operations = operations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        routed = scope.get("extensions", {}).get("connexion_routing", {}).get("operation_id")
+        if scope["type"] == "http" and routed in self.operations:
+            body = scope[SIGNED_BODY] = await _whole_body(receive)
+            receive = _replaying(body, receive)
+        await self.app(scope, receive, send)
 
 
 def _media_type_in_lower_case(scope: Scope) -> Scope:
@@ -162,7 +187,7 @@ def _is_chunked(scope: Scope) -> bool:
     return b"content-length" not in names and b"transfer-encoding" in names
 
 
-async def _buffered(scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
+async def _whole_body(receive: Receive) -> bytes:
     chunks, more = [], True
     while more:
         message = await receive()
@@ -170,19 +195,28 @@ async def _buffered(scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
             break
         chunks.append(message.get("body", b""))
         more = message.get("more_body", False)
-    body = b"".join(chunks)
-    headers = [(n, v) for n, v in scope["headers"] if n != b"transfer-encoding"]
-    headers.append((b"content-length", str(len(body)).encode()))
+    return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over `body` whole, then whatever comes next (a disconnect)."""
     replayed = False
 
-    async def replay():
+    async def replay() -> Message:
         nonlocal replayed
         if replayed:
             return await receive()
         replayed = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    return dict(scope, headers=headers), replay
+    return replay
+
+
+async def _buffered(scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
+    body = await _whole_body(receive)
+    headers = [(n, v) for n, v in scope["headers"] if n != b"transfer-encoding"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    return dict(scope, headers=headers), _replaying(body, receive)
 
 
 def _too_large(limit: int) -> ApiError:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, deque
-from datetime import datetime, timedelta
+from collections import deque
+from datetime import UTC, datetime, timedelta
 
 from anyio import to_thread
 
@@ -29,6 +29,7 @@ FLUSH_SECONDS = 2.0
 PRUNE_SECONDS = 60.0  # how often the trail is pruned (with KEYHOUSE_AUDIT_RETENTION)
 PRUNE_BATCH = 1000  # events deleted per transaction
 MAX_PENDING_EVENTS = 10_000
+MINUTE = timedelta(minutes=1)
 MAX_PENDING_COUNTS = 100_000  # (key, minute, outcome) and (key, address) pairs kept between flushes
 
 
@@ -39,7 +40,8 @@ class Recorder:
         self._last_used: dict[int, datetime] = {}
         self._events: deque[dict] = deque(maxlen=MAX_PENDING_EVENTS)
         self._rehash: dict[int, tuple[str, str]] = {}
-        self._verdicts: Counter[usage.Verdict] = Counter()
+        self._verdicts: dict[tuple, int] = {}  # (key pk, organization, outcome, minute) -> verdicts
+        self._minute = self._next_minute = datetime.min.replace(tzinfo=UTC)
         self._addresses: dict[tuple[int, str], tuple[int, datetime, datetime]] = {}
 
     def rehash(self, key_pk: int, old_hash: str, new_hash: str) -> None:
@@ -49,21 +51,28 @@ class Recorder:
         self._last_used[key_pk] = at
 
     def verdict(self, key_pk: int, organization_id: str, outcome: str, at: datetime, ip: str | None) -> None:
-        """A verdict on a key (VALID or a refusal's code), presented from `ip`, counted for its usage."""
+        """A verdict on a key (VALID or a refusal's code), presented from `ip`, counted for its usage. Twice
+        a request, so kept to a few dictionary operations: the minute is worked out once a minute."""
         if not self.count_usage:
             return
-        counted = usage.Verdict(key_pk, organization_id, outcome, at.replace(second=0, microsecond=0))
-        if counted not in self._verdicts and len(self._verdicts) >= MAX_PENDING_COUNTS:
+        if not self._minute <= at < self._next_minute:
+            self._minute = at.replace(second=0, microsecond=0)
+            self._next_minute = self._minute + MINUTE
+        counted, verdicts = (key_pk, organization_id, outcome, self._minute), self._verdicts
+        n = verdicts.get(counted)
+        if n is not None:
+            verdicts[counted] = n + 1
+        elif len(verdicts) < MAX_PENDING_COUNTS:
+            verdicts[counted] = 1
+        else:
             metrics.DROPPED_USAGE.inc()
             return
-        self._verdicts[counted] += 1
-        if ip is None:
-            return
-        seen = self._addresses.get((key_pk, ip))
-        if seen is not None:
-            self._addresses[key_pk, ip] = (seen[0] + 1, seen[1], at)
-        elif len(self._addresses) < MAX_PENDING_COUNTS:
-            self._addresses[key_pk, ip] = (1, at, at)
+        if ip is not None:
+            seen = self._addresses.get((key_pk, ip))
+            if seen is not None:
+                self._addresses[key_pk, ip] = (seen[0] + 1, seen[1], at)
+            elif len(self._addresses) < MAX_PENDING_COUNTS:
+                self._addresses[key_pk, ip] = (1, at, at)
 
     def auth_failed(self, **event) -> None:
         if len(self._events) == self._events.maxlen:
@@ -74,7 +83,7 @@ class Recorder:
         """Write what has gathered (called from a worker thread, and at shutdown)."""
         last_used, self._last_used = self._last_used, {}
         rehash, self._rehash = self._rehash, {}
-        verdicts, self._verdicts = self._verdicts, Counter()
+        verdicts, self._verdicts = self._verdicts, {}
         addresses, self._addresses = self._addresses, {}
         events = [self._events.popleft() for _ in range(len(self._events))]
         if not last_used and not events and not rehash and not verdicts:
@@ -104,12 +113,12 @@ class Recorder:
                     break
                 self._events.appendleft(event)
 
-    def _keep(self, verdicts: Counter[usage.Verdict],
+    def _keep(self, verdicts: dict[tuple, int],
               addresses: dict[tuple[int, str], tuple[int, datetime, datetime]]) -> None:
         """Counts a failed flush wrote nothing of, added back to those gathered since."""
         for counted, n in verdicts.items():
             if counted in self._verdicts or len(self._verdicts) < MAX_PENDING_COUNTS:
-                self._verdicts[counted] += n
+                self._verdicts[counted] = self._verdicts.get(counted, 0) + n
             else:
                 metrics.DROPPED_USAGE.inc(n)
         for pair, (n, first, last) in addresses.items():

@@ -27,6 +27,7 @@ class Runtime:
     limiter: RateLimiter
     changes: ChangeSignal
     extractors: dict = field(default_factory=dict)  # operationId -> credential readers (keyhouse.auth)
+    github_keys: dict = field(default_factory=dict)  # GitHub's secret scanning keys, by id (keyhouse.leaks)
 
 
 _SCOPE_KEY = "keyhouse.runtime"

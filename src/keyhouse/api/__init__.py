@@ -20,6 +20,7 @@ from . import (
     cloud_keys,
     key_changes,
     keys,
+    leaks,
     operations,
     platform_apis,
     rotation,
@@ -77,6 +78,9 @@ HANDLERS: dict[str, Callable] = {
     "rerollKey": rotation.reroll_key,
     "createAuthToken": tokens.create_auth_token,
     "listAuditEvents": audit.list_audit_events,
+    "reportGithubLeaks": leaks.report_github_leaks,
+    "getLeakPolicy": leaks.get_leak_policy,
+    "setLeakPolicy": leaks.set_leak_policy,
     "getKeyUsage": usage.get_key_usage,
     "listUsage": usage.list_usage,
     # the organizations' own APIs

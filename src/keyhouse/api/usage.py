@@ -29,12 +29,20 @@ def _span(granularity: str, since: str | None, until: str | None) -> tuple[datet
     # The spec checked both are RFC 3339, with an offset; buckets are UTC's minutes, hours and days.
     end = datetime.fromisoformat(until).astimezone(UTC) if until else utcnow()
     start = datetime.fromisoformat(since).astimezone(UTC) if since else \
-        end - DEFAULT_BUCKETS[granularity] * BUCKET[granularity]
-    earliest = end - MAX_BUCKETS * BUCKET[granularity]
+        _before(end, DEFAULT_BUCKETS[granularity] * BUCKET[granularity])
+    earliest = _before(end, MAX_BUCKETS * BUCKET[granularity])
     start = usage.truncate(max(start, earliest), granularity)
     if start < earliest:  # its bucket begins before the earliest: the next is the first whole one
         start += BUCKET[granularity]
     return start, end
+
+
+def _before(moment: datetime, span: timedelta) -> datetime:
+    """`span` before `moment`, or the earliest moment there is (a `to` in the year 4, say)."""
+    try:
+        return moment - span
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def _buckets(found: list[usage.Bucket]) -> list[dict]:

@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .models import Organization, PlatformApi, Ruleset, User
+from .trail import Actor, record
 
 
 def create_organization(session: Session, name: str) -> Organization:
@@ -47,3 +48,16 @@ def count_under_lock(session: Session, organization_id: str, model: type[Ruleset
                     .with_for_update(key_share=True))
     return session.scalar(select(func.count()).select_from(model)
                           .where(model.organization_id == organization_id)) or 0
+
+
+def leak_policy(session: Session, organization_id: str) -> str:
+    """What a leak report does to the organization's keys: revoke or notify (models.Organization)."""
+    return session.scalar(select(Organization.leak_policy).where(Organization.id == organization_id)) or "revoke"
+
+
+def set_leak_policy(session: Session, organization_id: str, policy: str, *, actor: Actor) -> None:
+    organization = session.get(Organization, organization_id, with_for_update=True)
+    if organization is not None and organization.leak_policy != policy:
+        changes = {"on_leak": [organization.leak_policy, policy]}
+        organization.leak_policy = policy
+        record(session, actor, "leak_policy.updated", "organization", organization_id, changes=changes)

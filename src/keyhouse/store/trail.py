@@ -71,8 +71,8 @@ def record(session: Session, actor: Actor, action: str, target_type: str, target
 
 # What may change a verdict: the audit events the change feed serves (`GET /keys/changes`). The contract
 # lists them as KeyChange's actions; tests/test_spec.py holds the two lists together.
-FEED_ACTIONS = frozenset({"key.revoked", "key.rerolled", "key.updated", "key.credits_exhausted", "api.redefined",
-                          "api.deleted"})
+FEED_ACTIONS = frozenset({"key.revoked", "key.rerolled", "key.updated", "key.credits_exhausted", "key.leaked",
+                          "api.redefined", "api.deleted"})
 
 _events, _keys = AuditEvent.__table__, ApiKey.__table__
 # A change's cursor is its feed_position: numbered as it commits, in the order the organization's changes

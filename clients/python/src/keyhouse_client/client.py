@@ -34,7 +34,7 @@ assert FEED_SILENCE <= MAX_VALID_TTL  # noqa: S101 - the cache's promise rests o
 FEED_BACKOFF = 1.0  # after a failed feed request
 FEED_REFUSED_BACKOFF = 30.0  # after keyhouse refused the key on the feed (a permission may be granted later)
 # What keyhouse's change feed may say: a change to a key, or (api.*) one that may touch any verdict.
-_KEY_CHANGES = {"key.revoked", "key.rerolled", "key.updated", "key.credits_exhausted"}
+_KEY_CHANGES = {"key.revoked", "key.rerolled", "key.updated", "key.credits_exhausted", "key.leaked"}
 
 
 class KeyhouseUnavailable(Exception):

@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(32), primary_key=True),
         sa.Column("count", sa.BigInteger(), nullable=False),
     )
-    op.create_index("ix_key_usage_granularity_start", "key_usage", ["granularity", "start"])
+    op.create_index("ix_key_usage_start", "key_usage", ["start"])
     op.create_table(
         "organization_usage",
         sa.Column("organization_id", sa.String(36), sa.ForeignKey("organizations.id", ondelete="CASCADE"),
@@ -50,5 +50,5 @@ def downgrade() -> None:
     op.drop_index("ix_key_addresses_last_seen", table_name="key_addresses")
     op.drop_table("key_addresses")
     op.drop_table("organization_usage")
-    op.drop_index("ix_key_usage_granularity_start", table_name="key_usage")
+    op.drop_index("ix_key_usage_start", table_name="key_usage")
     op.drop_table("key_usage")
