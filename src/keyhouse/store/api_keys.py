@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple, cast
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from .credentials import Credential
 from .models import ApiKey, LiveKeyCount, RetiredSecret, fold, utcnow
 from .session import one_statement
-from .trail import Actor, record, update_row
+from .trail import Actor, record, record_all, update_row
 
 _keys, _counts = ApiKey.__table__, LiveKeyCount.__table__
 # Rows an organization's live keys are counted in (models.LiveKeyCount): creates and revokes of one
@@ -242,15 +243,21 @@ def _page_statements(by_owner: bool, match: tuple[str, ...], order: tuple[tuple[
     return total, page
 
 
-def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: Actor) -> None:
-    """Revoke the live ones among `rows`."""
-    now = utcnow()
+def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: Actor,
+                leaked_at: dict[int, str] | None = None) -> None:
+    """Revoke the live ones among `rows`, in one batch of statements however many there are. With
+    `leaked_at` ({key pk: where it was found}), each is recorded as leaked before it is revoked."""
+    now, events, revoked = utcnow(), [], Counter()
     for row in rows:
         if row.revoked_at is None:
             row.revoked_at = row.updated_at = now
-            _count_live(session, row.organization_id, -1)
-            record(session, actor, "key.revoked", "api_key", row.id)
-    session.flush()
+            revoked[row.organization_id] += 1
+            if leaked_at is not None:
+                events.append((actor, "key.leaked", "api_key", row.id, leaked_at[row.pk]))
+            events.append((actor, "key.revoked", "api_key", row.id, None))
+    for organization_id, n in sorted(revoked.items()):
+        _count_live(session, organization_id, -n)
+    record_all(session, events)
 
 
 def spend_credits(session: Session, credential: Credential, cost: int, now: datetime, refill_due: bool, *,

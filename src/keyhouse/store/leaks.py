@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from .api_keys import revoke_keys
 from .models import ApiKey, Organization, RetiredSecret
-from .trail import record
+from .trail import record_all
 
 
 def leaked(session: Session, found_at: Mapping[str, str], ip: str | None) -> set[str]:
@@ -27,15 +27,19 @@ def leaked(session: Session, found_at: Mapping[str, str], ip: str | None) -> set
                               .where(RetiredSecret.key_hash.in_(hashes)).order_by(ApiKey.pk)
                               .with_for_update(of=ApiKey)).all()
     keys = {digest: key for digest, key in [*current, *retired]}
-    policies = dict(session.execute(select(Organization.id, Organization.leak_policy).where(
-        Organization.id.in_({key.organization_id for key in keys.values()}))).all()) if keys else {}
-    reported: set[int] = set()
-    for digest, key in sorted(keys.items(), key=lambda found: found[1].pk):
-        if key.revoked_at is not None or key.pk in reported:
-            continue
-        reported.add(key.pk)
-        actor = {"organization_id": key.organization_id, "actor_user_id": None, "actor_key_id": None, "ip": ip}
-        record(session, actor, "key.leaked", "api_key", key.id, detail=found_at[digest][:255])
-        if policies.get(key.organization_id, "revoke") == "revoke":
-            revoke_keys(session, [key], actor=actor)
+    live: dict[str, dict[int, ApiKey]] = {}  # organization -> {pk: key}, the live keys found
+    where: dict[int, str] = {}
+    for digest, key in keys.items():
+        if key.revoked_at is None:
+            live.setdefault(key.organization_id, {})[key.pk] = key
+            where[key.pk] = found_at[digest][:255]
+    policies = dict(session.execute(select(Organization.id, Organization.leak_policy)
+                                    .where(Organization.id.in_(list(live)))).tuples().all()) if live else {}
+    for organization_id, found in sorted(live.items()):
+        actor = {"organization_id": organization_id, "actor_user_id": None, "actor_key_id": None, "ip": ip}
+        rows = [found[pk] for pk in sorted(found)]
+        if policies.get(organization_id, "revoke") == "revoke":
+            revoke_keys(session, rows, actor=actor, leaked_at=where)
+        else:
+            record_all(session, [(actor, "key.leaked", "api_key", row.id, where[row.pk]) for row in rows])
     return set(keys)

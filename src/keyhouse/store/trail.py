@@ -67,6 +67,15 @@ def record(session: Session, actor: Actor, action: str, target_type: str, target
         session.flush()
 
 
+def record_all(session: Session, events: Sequence[tuple[Actor, str, str, str, str | None]]) -> None:
+    """`record` for many events at once ((actor, action, target type, target id, detail) each), written
+    together: one round trip for a batch instead of one per event of the feed."""
+    now = utcnow()
+    session.add_all(AuditEvent(**actor, action=action, target_type=target_type, target_id=target_id, detail=detail,
+                               at=now) for actor, action, target_type, target_id, detail in events if actor is not None)
+    session.flush()
+
+
 # ------------------------------------------------------------------ the change feed
 
 # What may change a verdict: the audit events the change feed serves (`GET /keys/changes`). The contract
