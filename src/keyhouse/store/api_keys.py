@@ -247,7 +247,9 @@ def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: Actor,
                 leaked_at: dict[int, str] | None = None) -> None:
     """Revoke the live ones among `rows`, in one batch of statements however many there are. With
     `leaked_at` ({key pk: where it was found}), each is recorded as leaked before it is revoked."""
-    now, events, revoked = utcnow(), [], Counter()
+    now = utcnow()
+    events: list[tuple[Actor, str, str, str, str | None]] = []
+    revoked: Counter[str] = Counter()
     for row in rows:
         if row.revoked_at is None:
             row.revoked_at = row.updated_at = now
