@@ -88,7 +88,10 @@ def migrated(url: str) -> str:
 
 
 def make_app(tmp_path, **overrides):
-    settings = Settings(database_url=migrated(database_url(tmp_path)), secret=SECRET, **overrides)
+    """An app on a fresh database. It sends no webhook unless asked (`webhook_sending=True`): the endpoints
+    the fuzzer and the OWASP tests register are nobody's; tests/test_webhooks.py sends to a receiver of its own."""
+    settings = Settings(database_url=migrated(database_url(tmp_path)), secret=SECRET,
+                        **{"webhook_sending": False, **overrides})
     return create_app(settings)
 
 

@@ -9,7 +9,8 @@ import re
 from sqlalchemy import select
 
 from keyhouse import keys, spec
-from keyhouse.store.models import ApiKey, Association, PlatformApi, Ruleset
+from keyhouse.store import webhooks as webhook_store
+from keyhouse.store.models import ApiKey, Association, PlatformApi, Ruleset, WebhookDelivery, utcnow
 from keyhouse.validation import compiled
 from tests.conftest import SECRET
 
@@ -50,9 +51,16 @@ class Victim:
 
     def __init__(self, app, client, world):
         self.admin, self.member = world.acme_admin, world.acme_member
+        hooked = client.post("/api/v1/webhooks", headers=self.admin.bearer,
+                             json={"url": "https://victim.example/hook", "events": ["key.created", "key.revoked"]})
+        assert hooked.status_code == 201, hooked.text
+        self.webhook_id = hooked.json()["id"]
         made = client.post("/api/v1/api-keys", json={"description": "the target"}, headers=self.admin.billing)
         assert made.status_code == 201, made.text
         self.key_id, self.key = made.json()["id"], made.json()["secretKey"]
+        with app.runtime.store.session() as s:  # the outbox made into deliveries, as the sender would
+            webhook_store.dispatch(s, utcnow())
+            self.delivery_id = s.scalar(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == self.webhook_id))
         ruleset = client.post("/api/v1/deployments/traffic-filter/rulesets", headers=self.admin.cloud, json={
             "name": "office", "type": "ip", "region": "us-east-1", "rules": [{"source": "192.0.2.0/24"}]})
         assert ruleset.status_code in (200, 201), ruleset.text
@@ -69,7 +77,8 @@ class Victim:
         """A value for every path parameter of the spec, each naming a victim's object."""
         return {"api_key_id": self.key_id, "id": self.key_id, "key_id": self.key_id, "user_id": self.admin.user_id,
                 "ruleset_id": self.ruleset_id, "association_type": "deployment",
-                "associated_entity_id": "dep-acme-1", "api_name": "victim-docs"}
+                "associated_entity_id": "dep-acme-1", "api_name": "victim-docs", "webhook_id": self.webhook_id,
+                "delivery_id": str(self.delivery_id)}
 
     def bodies(self) -> dict:
         """A valid body for every request schema of the spec, aimed at the victim's objects."""
@@ -90,6 +99,7 @@ class Victim:
             "PlatformApiInput": {"name": "intruder", "scopes": ["intrude"]},
             "KeyInput": {"name": "intruder", "owner_id": "intruder"},
             "LeakPolicy": {"on_leak": "notify"},
+            "WebhookInput": {"url": "https://intruder.example/hook", "events": ["key.revoked"]},
             "KeyUpdate": {"name": "intruder", "owner_id": "intruder"},
             "PlatformApiDefinition": {"scopes": ["intrude"]},
         }

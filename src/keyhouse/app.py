@@ -30,6 +30,7 @@ from .recorder import Recorder
 from .runtime import Runtime
 from .store.session import Store
 from .validation import VALIDATOR_MAP
+from .webhooks import Sealer, Webhooks
 
 log = logging.getLogger("keyhouse")
 
@@ -78,13 +79,16 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
                  limiter=limiter, changes=ChangeSignal(make_url(settings.listen_url or settings.database_url),
                                                        probe_through(store), store),
                  extractors=extractors_by_operation(document),
-                 github_keys=load_github_keys(settings.github_secret_scanning_keys))
+                 github_keys=load_github_keys(settings.github_secret_scanning_keys),
+                 webhooks=Webhooks(store, Sealer((settings.secret, *settings.previous_secrets)),
+                                   settings.webhook_allow_private_addresses))
 
     @asynccontextmanager
     async def lifespan(_app):
         flusher = asyncio.create_task(rt.recorder.run())
         pruner = asyncio.create_task(rt.recorder.prune(settings.audit_retention, settings.usage_retention_days))
         clock = asyncio.create_task(rt.store.keep_time())
+        sender = asyncio.create_task(rt.webhooks.run()) if settings.webhook_sending else None
         # What start-up built (the contract, its validators, the routes: hundreds of thousands of objects)
         # lives as long as the process: out of the collector's way, so that its full collections, which
         # otherwise walk all of it, stop stalling requests (p99 of the billing list on PostgreSQL at 16
@@ -100,6 +104,8 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
             flusher.cancel()
             pruner.cancel()
             clock.cancel()
+            if sender is not None:
+                sender.cancel()
             await rt.changes.stop()
             rt.recorder.flush()
             await rt.store.close_on_loop()

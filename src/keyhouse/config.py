@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         default=None,
         description="a file holding GitHub's secret scanning public keys (the JSON of https://api.github.com/meta/"
                     "public_keys/secret_scanning), for POST /leaks/github; every report is refused unless set")
+    # Webhook endpoints are the platforms' servers on the internet: one inside this network would let
+    # whoever may register an endpoint make keyhouse send requests to it (server-side request forgery).
+    webhook_allow_private_addresses: bool = Field(
+        default=False, description="let webhook endpoints be on loopback, private or link-local addresses "
+                                   "(a deployment whose endpoints are inside its own network)")
+    webhook_sending: bool = Field(
+        default=True, description="send webhook deliveries from this process (false: another keyhouse sends them)")
     usage_counting: bool = Field(
         default=True, description="count every verdict on a key for its usage (GET /keys/{key_id}/usage); false: "
                                   "usage stays as it was")

@@ -16,6 +16,7 @@ from .permissions import Policy
 from .ratelimit import RateLimiter
 from .recorder import Recorder
 from .store.session import Store
+from .webhooks import Webhooks
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Runtime:
     recorder: Recorder
     limiter: RateLimiter
     changes: ChangeSignal
+    webhooks: Webhooks  # the sender, which also seals the endpoints' secrets (keyhouse.webhooks)
     extractors: dict = field(default_factory=dict)  # operationId -> credential readers (keyhouse.auth)
     github_keys: dict = field(default_factory=dict)  # GitHub's secret scanning keys, by id (keyhouse.leaks)
 

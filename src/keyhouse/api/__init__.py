@@ -28,6 +28,7 @@ from . import (
     traffic_filters,
     usage,
     verification,
+    webhooks,
     workspace,
 )
 
@@ -81,6 +82,12 @@ HANDLERS: dict[str, Callable] = {
     "reportGithubLeaks": leaks.report_github_leaks,
     "getLeakPolicy": leaks.get_leak_policy,
     "setLeakPolicy": leaks.set_leak_policy,
+    "listWebhooks": webhooks.list_webhooks,
+    "createWebhook": webhooks.create_webhook,
+    "deleteWebhook": webhooks.delete_webhook,
+    "rotateWebhookSecret": webhooks.rotate_webhook_secret,
+    "listWebhookDeliveries": webhooks.list_webhook_deliveries,
+    "replayWebhookDelivery": webhooks.replay_webhook_delivery,
     "getKeyUsage": usage.get_key_usage,
     "listUsage": usage.list_usage,
     # the organizations' own APIs

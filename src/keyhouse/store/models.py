@@ -330,6 +330,8 @@ class ConsoleSession(Base):
 class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_org_id", "organization_id", "id"),
+                      Index("ix_audit_webhook_pending", "id", postgresql_where=text("webhook_pending"),
+                            sqlite_where=text("webhook_pending")),
                       Index("ix_audit_org_target", "organization_id", "target_id", "id"),
                       Index("ix_audit_org_feed", "organization_id", "feed_position",
                             postgresql_where=text("feed_position IS NOT NULL"),
@@ -354,3 +356,57 @@ class AuditEvent(Base):
     # An event of the change feed: its place in the feed's order (the cursor), set by the database as its
     # transaction commits (migration 0011's trigger); null for the others, and for a change not yet committed.
     feed_position: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The webhooks' outbox: true for an event webhooks may be told of, until the dispatcher has made its
+    # deliveries (keyhouse.webhooks); written with the event, in the changing transaction.
+    webhook_pending: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+
+
+class Webhook(Base):
+    """An organization's endpoint, and the events it is told of (keyhouse.webhooks). Its signing secret is
+    kept sealed under a key derived from the server secret; after a rotation the previous one keeps signing
+    beside it until `previous_until`."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_org", "organization_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    previous_secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: pending until delivered (a 2xx) or failed (no 2xx within a day of tries).
+    A sender claims it (`locked_until`) before it sends, so several workers and hosts never send it at once;
+    one that dies mid-send leaves the claim to lapse, and it is sent again: at least once."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+        # In order per key: a delivery waits while an earlier one to the same endpoint about the same key is pending.
+        Index("ix_webhook_deliveries_order", "webhook_id", "target_id", "id",
+              postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+        Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    payload: Mapped[str] = mapped_column(Text)  # the exact JSON body sent, and signed
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -62,7 +62,7 @@ def record(session: Session, actor: Actor, action: str, target_type: str, target
     if actor is None:
         return
     session.add(AuditEvent(**actor, action=action, target_type=target_type, target_id=target_id, detail=detail,
-                           changes=changes or None, at=utcnow()))
+                           changes=changes or None, at=utcnow(), webhook_pending=action in WEBHOOK_EVENTS or None))
     if action in FEED_ACTIONS:
         session.flush()
 
@@ -72,7 +72,8 @@ def record_all(session: Session, events: Sequence[tuple[Actor, str, str, str, st
     together: one round trip for a batch instead of one per event of the feed."""
     now = utcnow()
     session.add_all(AuditEvent(**actor, action=action, target_type=target_type, target_id=target_id, detail=detail,
-                               at=now) for actor, action, target_type, target_id, detail in events if actor is not None)
+                               at=now, webhook_pending=action in WEBHOOK_EVENTS or None)
+                    for actor, action, target_type, target_id, detail in events if actor is not None)
     session.flush()
 
 
@@ -82,6 +83,11 @@ def record_all(session: Session, events: Sequence[tuple[Actor, str, str, str, st
 # lists them as KeyChange's actions; tests/test_spec.py holds the two lists together.
 FEED_ACTIONS = frozenset({"key.revoked", "key.rerolled", "key.updated", "key.credits_exhausted", "key.leaked",
                           "api.redefined", "api.deleted"})
+
+# What webhooks may be told of (the contract's WebhookEvent): each such event is the webhooks' outbox,
+# marked pending as it is written (keyhouse.webhooks makes its deliveries).
+WEBHOOK_EVENTS = frozenset({"key.created", "key.updated", "key.rerolled", "key.revoked", "key.credits_exhausted",
+                            "key.leaked", "api.redefined", "api.deleted"})
 
 _events, _keys = AuditEvent.__table__, ApiKey.__table__
 # A change's cursor is its feed_position: numbered as it commits, in the order the organization's changes
