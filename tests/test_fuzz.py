@@ -17,7 +17,17 @@ from sqlalchemy import delete, select, update
 
 from keyhouse import spec
 from keyhouse.store import api_keys, platform_apis, rulesets
-from keyhouse.store.models import ApiKey, Association, AuditEvent, PlatformApi, RetiredSecret, Ruleset
+from keyhouse.store.models import (
+    ApiKey,
+    Association,
+    AuditEvent,
+    PlatformApi,
+    RetiredSecret,
+    Ruleset,
+    Webhook,
+    WebhookDelivery,
+    utcnow,
+)
 from tests.conftest import add_actor, add_organization, issue_key, make_app
 
 _DIR = Path(tempfile.mkdtemp(prefix="keyhouse-fuzz-"))
@@ -66,9 +76,10 @@ with APP.runtime.store.session() as _s:
     _ruleset = _s.get(Ruleset, RULESET_ID)
     RULESET = {c: getattr(_ruleset, c) for c in ("name", "description", "type", "region", "include_by_default",
                                                  "rules")}
+WEBHOOK_ID, DELIVERY_ID = "f0220000-0000-4000-8000-00000000beef", 4242
 REAL_PATH = {"user_id": ADMIN.user_id, "api_key_id": TARGET_ID, "id": TARGET_ID, "key_id": TARGET_ID,
              "ruleset_id": RULESET_ID, "association_type": "deployment", "associated_entity_id": "dep-fuzz",
-             "api_name": "fuzz-api"}
+             "api_name": "fuzz-api", "webhook_id": WEBHOOK_ID, "delivery_id": DELIVERY_ID}
 # (`key`: the secret verify and lookup are asked about; a rerolled-away secret still finds its key)
 REAL_BODY = {"keys": [TARGET_ID], "api_key_ids": [TARGET_ID], "user_id": ADMIN.user_id, "key": TARGET_SECRET}
 REAL_QUERY = {"after": "0"}  # the change feed's first cursor, always one of the organization's
@@ -85,6 +96,15 @@ def _put_back_targets() -> None:
             platform_apis.declare_platform_api(s, ADMIN.organization_id, "fuzz-api", actor=None, source="scopes",
                                          document=None, permissions=["read"], groups={})
         api_keys.recount_live_keys(s, ADMIN.organization_id)
+        if s.get(Webhook, WEBHOOK_ID) is None:
+            s.add(Webhook(id=WEBHOOK_ID, organization_id=ADMIN.organization_id, url="https://fuzz.example/hook",
+                          events=["key.created"], secret_sealed=APP.runtime.webhooks.sealer.seal("whsec_AAAA"),
+                          created_at=utcnow()))
+            s.flush()
+        if s.get(WebhookDelivery, DELIVERY_ID) is None:
+            s.add(WebhookDelivery(id=DELIVERY_ID, webhook_id=WEBHOOK_ID, event_id=1, event_type="key.created",
+                                  target_id=TARGET_ID, payload='{"type": "key.created"}', status="failed",
+                                  attempts=1, next_attempt_at=utcnow(), created_at=utcnow()))
 
 
 def _heads(values) -> bool:
@@ -148,13 +168,13 @@ def test_every_operation_conforms(case, statuses):
 
 
 def _not_for(case) -> list:
-    """Two kinds of schema-valid text whose validity is the organization's to say, not the schema's: an
-    API's OpenAPI document (a string the schema admits is rarely a document) and the permission of an
-    API (`<api>:<name>`, or a bare name beside an `api`: the fuzzer's names are rarely declared). 422
-    naming what is wrong is the
-    documented answer. Such cases are held to every check but the one that expects schema-valid data to
-    be accepted; every other case is held to all."""
-    if isinstance(case.body, dict) and ("openapi" in case.body or _names_an_api(case.body)):
+    """Three kinds of schema-valid text whose validity is not the schema's to say: an API's OpenAPI document
+    (a string the schema admits is rarely a document), the permission of an API (`<api>:<name>`, or a bare
+    name beside an `api`: the fuzzer's names are rarely declared), both the organization's to say, and a
+    webhook endpoint's URL (whether its host is an address inside this network is the deployment's). 422
+    naming what is wrong is the documented answer. Such cases are held to every check but the one that
+    expects schema-valid data to be accepted; every other case is held to all."""
+    if isinstance(case.body, dict) and ("openapi" in case.body or "url" in case.body or _names_an_api(case.body)):
         return [positive_data_acceptance]
     return []
 
@@ -205,6 +225,8 @@ class Workflow(schema.as_state_machine()):
             s.execute(delete(AuditEvent))
             s.execute(delete(RetiredSecret))
             s.execute(delete(PlatformApi))
+            s.execute(delete(WebhookDelivery))
+            s.execute(delete(Webhook))
             s.execute(delete(ApiKey).where(ApiKey.id.not_in([ADMIN.key_id, TARGET_ID])))
             s.execute(update(ApiKey).where(ApiKey.id == ADMIN.key_id).values(**_ADMIN_ROW))
             api_keys.recount_live_keys(s, ADMIN.organization_id)

@@ -74,7 +74,13 @@ class Sealer:
 def refused_address(url: str, allow_private: bool) -> str | None:
     """Why an endpoint's URL may not be registered (its host a literal address that is not global, or a
     name of this machine), or None."""
-    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    try:
+        parts = urlsplit(url)
+        host, _ = (parts.hostname or "").rstrip(".").lower(), parts.port
+    except ValueError as e:  # a bracketed host that is no IPv6 address, a port that is no number
+        return f"not a URL ({e})"
+    if not host:
+        return "no host"
     if allow_private:
         return None
     if host == "localhost" or host.endswith(".localhost"):

@@ -47,7 +47,7 @@ def list_webhooks(token_info: dict, *, rt: Runtime):
 def create_webhook(body: dict, token_info: dict, *, rt: Runtime):
     me = principal(token_info)
     if (why := refused_address(body["url"], rt.settings.webhook_allow_private_addresses)) is not None:
-        raise ApiError("invalid_body", f"url: {why}; endpoints must be reachable on the internet.",
+        raise ApiError("invalid_body", f"url: {why}; an endpoint is a URL reachable on the internet.",
                        fields=[FieldError(("url",), why, "format")])
     secret = new_secret()
     with rt.store.session() as s:
