@@ -6,9 +6,12 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import _free_port
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -29,11 +32,11 @@ def _tools(*tools: str) -> None:
             pytest.skip(f"the README's walk-through needs {tool}")
 
 
-def _runs_as_written(script: str, directory: Path, key: str, base: str, least: int) -> None:
+def _runs_as_written(script: str, directory: Path, key: str, base: str, least: int, **env: str) -> None:
     expected = [line[len("# => "):] for line in script.splitlines() if line.startswith("# => ")]
     assert len(expected) >= least
     run = subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=directory, capture_output=True,
-                         text=True, env={**os.environ, "BASE": base, "ADMIN_KEY": key}, timeout=120)
+                         text=True, env={**os.environ, "BASE": base, "ADMIN_KEY": key, **env}, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == expected
     assert key not in run.stdout  # the walk-through prints no secret
@@ -51,7 +54,10 @@ def test_the_usage_and_leaks_walk_through_runs_as_written(served, tmp_path):
     _tools("curl", "jq", "openssl")
     key, start = served
     setup = block("Usage, and keys found in public").strip().splitlines()
-    assert setup[-1] == "KEYHOUSE_GITHUB_SECRET_SCANNING_KEYS=github-keys.json keyhouse serve"
+    assert setup[-1] == ("KEYHOUSE_GITHUB_SECRET_SCANNING_KEYS=github-keys.json "
+                         "KEYHOUSE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true keyhouse serve")
     subprocess.run(["bash", "-c", "set -euo pipefail\n" + "\n".join(setup[:-1])], cwd=tmp_path, check=True)
-    base = start(KEYHOUSE_GITHUB_SECRET_SCANNING_KEYS=str(tmp_path / "github-keys.json"))
-    _runs_as_written(block("Usage, and keys found in public", 1), tmp_path, key, base, least=8)
+    base = start(KEYHOUSE_GITHUB_SECRET_SCANNING_KEYS=str(tmp_path / "github-keys.json"),
+                 KEYHOUSE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true")
+    _runs_as_written(block("Usage, and keys found in public", 1), tmp_path, key, base, least=8,
+                     PYTHON=sys.executable, HOOK_PORT=str(_free_port()))
