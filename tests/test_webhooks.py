@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -215,3 +217,31 @@ def test_only_administrators_manage_endpoints_and_other_organizations_see_none(c
     assert client.delete(f"{API}/webhooks/{endpoint['id']}", headers=world.globex_admin.bearer).status_code == 404
     assert client.delete(f"{API}/webhooks/{endpoint['id']}", headers=admin.bearer).status_code == 204
     assert client.get(f"{API}/webhooks", headers=admin.bearer).json() == []
+
+
+@pytest.mark.slow
+def test_nothing_is_lost_when_the_sending_server_is_killed(served, receiver):
+    """A server killed with -9 while its deliveries wait for an endpoint that is away: the next server
+    sends every one of them, once the endpoint is back (the outbox and the deliveries are in the database,
+    not in the process)."""
+    key, start = served
+    base = start(KEYHOUSE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true")
+    admin = {"Authorization": f"Bearer {key}"}
+    receiver.failing = 10_000  # away: every try refused
+    endpoint = httpx.post(f"{base}/webhooks", headers=admin, json={"url": receiver.url, "events": ["key.created"]})
+    assert endpoint.status_code == 201, endpoint.text
+    receiver.secrets = [endpoint.json()["secret"]]
+    made = [httpx.post(f"{base}/keys", headers=admin, json={"name": f"k{i}"}).json()["id"] for i in range(20)]
+    deadline = time.monotonic() + 10
+    while receiver.failing > 10_000 - 20 and time.monotonic() < deadline:  # until every one was tried once
+        time.sleep(0.1)
+    assert receiver.failing <= 10_000 - 20
+    start.processes[-1].send_signal(signal.SIGKILL)
+    start.processes[-1].wait(timeout=10)
+    receiver.failing = 0  # back
+    start(KEYHOUSE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true")
+    deadline = time.monotonic() + 30
+    while len({key_id for _, key_id in receiver.events()}) < 20 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert {key_id for _, key_id in receiver.events()} == set(made)
+    assert all(t["verified_with"] for t in receiver.taken)

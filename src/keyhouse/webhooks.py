@@ -110,27 +110,33 @@ class Webhooks:
         async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False,
                                      transport=self.transport) as client:
             while True:
+                sent = 0
                 try:
-                    await self.once(client)
+                    sent = await self.once(client)
                 except Exception as e:  # noqa: BLE001 - the next round tries again, whatever went wrong
                     log.warning("webhook round failed (%s); trying again", type(e).__name__)
-                await asyncio.sleep(POLL_SECONDS)
+                if sent < SENDS_AT_ONCE:  # a full round: more may be due at once
+                    await asyncio.sleep(POLL_SECONDS)
 
     async def once(self, client: httpx.AsyncClient, now: datetime | None = None) -> int:
-        """One round: the outbox dispatched, the due deliveries sent; how many were sent."""
+        """One round: the outbox dispatched and the due deliveries claimed (one transaction), sent at once,
+        and what each endpoint answered recorded (one transaction): a round's writes are two, however many
+        it sends, since on SQLite every write waits for the one before."""
         now = now or utcnow()
         due = await to_thread.run_sync(lambda: retrying(lambda: self._dispatch_and_claim(now)))
-        await asyncio.gather(*(self._send(client, delivery) for delivery in due))
+        answers = await asyncio.gather(*(self._send(client, delivery) for delivery in due))
+        if answers:
+            await to_thread.run_sync(lambda: retrying(lambda: self._settle(answers)))
         return len(due)
 
     def _dispatch_and_claim(self, now: datetime) -> list[store.Due]:
         with self.store.session() as s:
             while store.dispatch(s, now) == store.DISPATCH_BATCH:
                 pass
-        with self.store.session() as s:
             return store.claim(s, now, SENDS_AT_ONCE)
 
-    async def _send(self, client: httpx.AsyncClient, due: store.Due) -> None:
+    async def _send(self, client: httpx.AsyncClient, due: store.Due) -> tuple[int, int | None, str | None]:
+        """(delivery, the endpoint's status or None, why it failed or None)."""
         status, error = None, None
         try:
             if (why := await self._unreachable(due.url)) is not None:
@@ -141,11 +147,12 @@ class Webhooks:
             error = None if 200 <= status < 300 else f"answered {status}"
         except (httpx.HTTPError, OSError, ValueError, InvalidToken) as e:
             error = f"{type(e).__name__}: {e}"[:255]
-        await to_thread.run_sync(lambda: retrying(lambda: self._settle(due.id, status, error)))
+        return due.id, status, error
 
-    def _settle(self, delivery_id: int, status: int | None, error: str | None) -> None:
+    def _settle(self, answers: list[tuple[int, int | None, str | None]]) -> None:
         with self.store.session() as s:
-            store.settle(s, delivery_id, utcnow(), status, error, retry_at)
+            for delivery_id, status, error in sorted(answers):
+                store.settle(s, delivery_id, utcnow(), status, error, retry_at)
 
     def _signed(self, due: store.Due) -> dict[str, str]:
         message_id, at = f"msg_{due.id}", utcnow()
