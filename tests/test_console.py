@@ -56,8 +56,11 @@ def state(app) -> tuple:
         return keys, s.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action != "auth.failed"))
 
 
-def url(path: str, key_id: str) -> str:
-    return "/console" + path.replace("{key_id}", key_id).replace("{reveal_id}", "seen-already")
+def url(path: str, key_id: str, **named: str) -> str:
+    path = path.replace("{key_id}", key_id).replace("{reveal_id}", "seen-already")
+    for name, value in named.items():
+        path = path.replace("{" + name + "}", value)
+    return "/console" + path
 
 
 def test_signed_out_every_page_sends_one_to_sign_in_and_every_form_changes_nothing(app, client, world):
@@ -399,7 +402,23 @@ def _form_data(path: str, key_id: str) -> dict:
     return {"/sign-out": {}, "/keys": {"name": "twice", "type": "secret", "expiry": "never", "grant": "mine"},
             "/keys/{key_id}": {"name": "renamed", "expiry": "keep", "permissions": ["*"]},
             "/keys/{key_id}/reroll": {"grace_period_seconds": "0"}, "/keys/{key_id}/revoke": {},
-            "/find": {"key": ""}}[path]
+            "/find": {"key": ""}, "/webhooks/{webhook_id}/deliveries/{delivery_id}/replay": {}}[path]
+
+
+def _a_delivery(app, client, actor) -> dict:
+    """An endpoint of the actor's organization and a delivery to it (of the last key made): what the
+    webhooks' forms act on."""
+    from keyhouse.store import webhooks
+    from keyhouse.store.models import WebhookDelivery, utcnow
+
+    made = client.post(f"{API}/webhooks", headers=actor.bearer,
+                       json={"url": "https://platform.example/hooks", "events": ["key.created"]})
+    assert made.status_code == 201, made.text
+    client.post(f"{API}/keys", json={"name": "told"}, headers=actor.bearer)
+    with app.runtime.store.session() as s:
+        webhooks.dispatch(s, utcnow())
+        delivery = s.scalar(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == made.json()["id"]))
+    return {"webhook_id": made.json()["id"], "delivery_id": str(delivery)}
 
 
 @pytest.mark.parametrize("path", FORMS)
@@ -408,17 +427,18 @@ def test_a_form_sent_again_is_answered_with_its_first_outcome_and_changes_nothin
     of the page its POST answered, the back button): the second changes nothing and leads where the first did."""
     csrf = signed_in(client, world.acme_admin)
     key_id, secret = create(client, csrf, name="target")
+    named = _a_delivery(app, client, world.acme_admin) if "{webhook_id}" in path else {}
     data = {**_form_data(path, key_id), "csrf": csrf, "once": "the-one-time-token"}
     if path == "/find":
         data["key"] = secret
-    first = client.post(url(path, key_id), data=data, follow_redirects=False)
+    first = client.post(url(path, key_id, **named), data=data, follow_redirects=False)
     assert first.status_code == 303, (path, first.text)
     after_first = state(app)
     if path == "/sign-out":  # signed out: sent again, it changes nothing either (and goes to sign in)
         again = client.post(url(path, key_id), data=data, follow_redirects=False)
         assert again.status_code == 303 and again.headers["location"].startswith("/console/sign-in")
     else:
-        again = client.post(url(path, key_id), data=data, follow_redirects=False)
+        again = client.post(url(path, key_id, **named), data=data, follow_redirects=False)
         assert (again.status_code, again.headers["location"]) == (303, first.headers["location"]), path
     assert state(app) == after_first, path
 

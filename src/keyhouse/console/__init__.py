@@ -40,6 +40,8 @@ ROUTES = [
     Route("/rulesets", pages.rulesets, methods=["GET"]),
     Route("/audit", pages.audit, methods=["GET"]),
     Route("/apis", pages.apis, methods=["GET"]),
+    Route("/webhooks", pages.webhooks, methods=["GET"]),
+    Route("/webhooks/{webhook_id}/deliveries/{delivery_id}/replay", pages.replay_delivery, methods=["POST"]),
 ]
 
 

@@ -372,3 +372,32 @@ async def apis(request: Request, session) -> Response:
     except ApiError as e:
         return _failed(request, session, e, "apis.html", apis=[])
     return render(request, "apis.html", {"session": session, "apis": declared})
+
+
+# ------------------------------------------------------------------ webhooks
+
+@signed_in_only
+async def webhooks(request: Request, session) -> Response:
+    """The organization's endpoints, each with its latest deliveries and how their tries went."""
+    caller = OperationCaller(session.rt, session.me)
+    try:
+        endpoints = await caller.call("listWebhooks")
+        for endpoint in endpoints:
+            endpoint["deliveries"], endpoint["delivered_total"] = await caller.call_paged(
+                "listWebhookDeliveries", webhook_id=endpoint["id"], limit=10, offset=0)
+    except ApiError as e:
+        return _failed(request, session, e, "webhooks.html", endpoints=[], caller=caller)
+    return render(request, "webhooks.html", {"session": session, "endpoints": endpoints, "caller": caller,
+                                             "notice": request.query_params.get("notice")})
+
+
+@signed_in_only
+async def replay_delivery(request: Request, session) -> Response:
+    caller = OperationCaller(session.rt, session.me)
+    delivery = request.path_params["delivery_id"]
+    try:
+        await caller.call("replayWebhookDelivery", webhook_id=request.path_params["webhook_id"],
+                          delivery_id=int(delivery) if delivery.isdigit() and len(delivery) < 19 else delivery)
+    except ApiError as e:
+        return _failed(request, session, e, "webhooks.html", endpoints=[], caller=caller)
+    return _see_other("/console/webhooks?notice=replayed")

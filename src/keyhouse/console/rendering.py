@@ -70,7 +70,8 @@ def state(key: dict) -> str:
 # The sections the header links to, each with the operation its page calls: a key sees only those it may call.
 SECTIONS = [("Keys", "/console/keys", "listKeys"), ("Find by secret", "/console/find", "lookupKey"),
             ("Rulesets", "/console/rulesets", "getTrafficFilterRulesets"),
-            ("Audit", "/console/audit", "listAuditEvents"), ("APIs", "/console/apis", "listPlatformApis")]
+            ("Audit", "/console/audit", "listAuditEvents"), ("APIs", "/console/apis", "listPlatformApis"),
+            ("Webhooks", "/console/webhooks", "listWebhooks")]
 
 
 def sections(session) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
