@@ -240,8 +240,30 @@ def test_nothing_is_lost_when_the_sending_server_is_killed(served, receiver):
     start.processes[-1].wait(timeout=10)
     receiver.failing = 0  # back
     start(KEYHOUSE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true")
-    deadline = time.monotonic() + 30
+    # Each is sent at its next try: 5 s after its first, or 30 s after a second made before the kill (a
+    # slow machine), and a claim the killed server held lapses within 30 s.
+    deadline = time.monotonic() + 60
     while len({key_id for _, key_id in receiver.events()}) < 20 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert {key_id for _, key_id in receiver.events()} == set(made)
     assert all(t["verified_with"] for t in receiver.taken)
+
+
+def test_an_endpoint_is_told_once_of_each_key_that_expires_within_its_lead_time(hooked_app, hooked, receiver):
+    client, admin = hooked
+    answer = client.post(f"{API}/webhooks", json={"url": receiver.url, "events": ["key.expiring"],
+                                                  "expiring_lead_seconds": 3600}, headers=admin.bearer)
+    assert answer.status_code == 201 and answer.json()["expiring_lead_seconds"] == 3600, answer.text
+    receiver.secrets = [answer.json()["secret"]]
+    soon = create_key(client, admin, name="soon", expires_at=(utcnow() + timedelta(minutes=30)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"))
+    create_key(client, admin, name="later", expires_at=(utcnow() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    create_key(client, admin, name="never")
+    hooked_app.runtime.webhooks._expiring_looked_at = None  # noqa: SLF001 - look now, not a minute after the last
+    send(hooked_app)
+    send(hooked_app)
+    assert receiver.events() == [("key.expiring", soon["id"])]
+    assert receiver.taken[0]["body"]["data"]["expires_at"] == soon["expires_at"]
+    hooked_app.runtime.webhooks._expiring_looked_at = None  # noqa: SLF001
+    send(hooked_app)  # looked for again: told once
+    assert len(receiver.taken) == 1

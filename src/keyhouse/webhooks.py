@@ -40,6 +40,7 @@ from .store.session import Store, retrying
 log = logging.getLogger("keyhouse.webhooks")
 
 POLL_SECONDS = 0.5
+EXPIRING_EVERY = timedelta(minutes=1)  # how often the keys about to expire are looked for (key.expiring)
 SENDS_AT_ONCE = 20
 TIMEOUT_SECONDS = 10.0
 TRIES_FOR = timedelta(days=1)
@@ -105,6 +106,7 @@ class Webhooks:
                  transport: httpx.AsyncBaseTransport | None = None, resolve: Resolve | None = None):
         self.store, self.sealer, self.allow_private, self.transport = store_, sealer, allow_private, transport
         self.resolve = resolve or _addresses
+        self._expiring_looked_at: datetime | None = None
 
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False,
@@ -133,6 +135,9 @@ class Webhooks:
         with self.store.session() as s:
             while store.dispatch(s, now) == store.DISPATCH_BATCH:
                 pass
+            if self._expiring_looked_at is None or now - self._expiring_looked_at >= EXPIRING_EVERY:
+                store.expiring(s, now)
+                self._expiring_looked_at = now
             return store.claim(s, now, SENDS_AT_ONCE)
 
     async def _send(self, client: httpx.AsyncClient, due: store.Due) -> tuple[int, int | None, str | None]:

@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from .models import AuditEvent, Webhook, WebhookDelivery
+from .models import ApiKey, AuditEvent, Webhook, WebhookDelivery
 from .trail import Actor, record
 
 DISPATCH_BATCH = 500  # events turned into deliveries per transaction
@@ -27,9 +27,9 @@ CLAIM_SECONDS = 30  # how long a claimed delivery is a sender's: after that, ano
 
 
 def create_webhook(session: Session, organization_id: str, url: str, events: list[str], description: str | None,
-                   secret_sealed: str, *, actor: Actor, now: datetime) -> Webhook:
+                   secret_sealed: str, *, actor: Actor, now: datetime, expiring_lead_seconds: int) -> Webhook:
     row = Webhook(organization_id=organization_id, url=url, events=events, description=description,
-                  secret_sealed=secret_sealed, created_at=now)
+                  secret_sealed=secret_sealed, created_at=now, expiring_lead_seconds=expiring_lead_seconds)
     session.add(row)
     session.flush()
     record(session, actor, "webhook.created", "webhook", row.id, detail=url[:255])
@@ -59,10 +59,14 @@ def rotate_secret(session: Session, row: Webhook, sealed: str, overlap: timedelt
     record(session, actor, "webhook.secret_rotated", "webhook", row.id)
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
 def _payload(event: AuditEvent) -> str:
     """What an endpoint is sent: Standard Webhooks' shape, `{type, timestamp, data}`."""
     about = {"key_id": event.target_id} if event.target_type == "api_key" else {"api": event.target_id}
-    return orjson.dumps({"type": event.action, "timestamp": event.at.isoformat().replace("+00:00", "Z"),
+    return orjson.dumps({"type": event.action, "timestamp": _iso(event.at),
                          "data": {"organization_id": event.organization_id, **about, "detail": event.detail}}).decode()
 
 
@@ -84,6 +88,34 @@ def dispatch(session: Session, now: datetime) -> int:
                     if event.action in webhook.events)
     session.execute(update(AuditEvent).where(AuditEvent.id.in_([e.id for e in events])).values(webhook_pending=None))
     return len(events)
+
+
+def expiring(session: Session, now: datetime) -> int:
+    """Deliveries of `key.expiring` for each endpoint that wants them: the organization's live keys that
+    expire within the endpoint's lead time, each told once (per endpoint). Not an event of the trail (no
+    change made it): made here, as the moment comes. How many it made."""
+    made = 0
+    endpoints = session.scalars(select(Webhook).order_by(Webhook.id).with_for_update(skip_locked=True)).all()
+    for webhook in endpoints:
+        if "key.expiring" not in webhook.events:
+            continue
+        told = select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook.id,
+                                                WebhookDelivery.event_type == "key.expiring",
+                                                WebhookDelivery.target_id == ApiKey.id)
+        horizon = now + timedelta(seconds=webhook.expiring_lead_seconds)
+        for key_id, expires_at in session.execute(
+                select(ApiKey.id, ApiKey.expires_at).where(
+                    ApiKey.organization_id == webhook.organization_id, ApiKey.revoked_at.is_(None),
+                    ApiKey.expires_at > now, ApiKey.expires_at <= horizon, ~exists(told))
+                .order_by(ApiKey.expires_at)).tuples():
+            payload = orjson.dumps({"type": "key.expiring", "timestamp": _iso(now),
+                                    "data": {"organization_id": webhook.organization_id, "key_id": key_id,
+                                             "expires_at": _iso(expires_at)}}).decode()
+            session.add(WebhookDelivery(webhook_id=webhook.id, event_id=0, event_type="key.expiring",
+                                        target_id=key_id, payload=payload, status="pending", attempts=0,
+                                        next_attempt_at=now, created_at=now))
+            made += 1
+    return made
 
 
 class Due(NamedTuple):
