@@ -259,11 +259,39 @@ def test_an_endpoint_is_told_once_of_each_key_that_expires_within_its_lead_time(
         "%Y-%m-%dT%H:%M:%SZ"))
     create_key(client, admin, name="later", expires_at=(utcnow() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     create_key(client, admin, name="never")
-    hooked_app.runtime.webhooks._expiring_looked_at = None  # noqa: SLF001 - look now, not a minute after the last
+    hooked_app.runtime.webhooks._scheduled_at = None  # noqa: SLF001 - look now, not a minute after the last
     send(hooked_app)
     send(hooked_app)
     assert receiver.events() == [("key.expiring", soon["id"])]
     assert receiver.taken[0]["body"]["data"]["expires_at"] == soon["expires_at"]
-    hooked_app.runtime.webhooks._expiring_looked_at = None  # noqa: SLF001
+    hooked_app.runtime.webhooks._scheduled_at = None  # noqa: SLF001
     send(hooked_app)  # looked for again: told once
     assert len(receiver.taken) == 1
+
+
+def test_an_endpoint_is_told_when_a_keys_credits_run_low_once_until_they_are_topped_up(hooked_app, hooked, receiver):
+    client, admin = hooked
+    answer = client.post(f"{API}/webhooks", json={"url": receiver.url, "events": ["key.credits_low"],
+                                                  "credits_low_threshold": 2}, headers=admin.bearer)
+    assert answer.status_code == 201 and answer.json()["credits_low_threshold"] == 2, answer.text
+    receiver.secrets = [answer.json()["secret"]]
+    key = create_key(client, admin, name="metered", credits={"remaining": 4})
+    create_key(client, admin, name="plenty", credits={"remaining": 100})
+
+    def look():
+        hooked_app.runtime.webhooks._scheduled_at = None  # noqa: SLF001 - look now, not a minute after the last
+        send(hooked_app)
+
+    look()
+    assert receiver.taken == []  # 4 left: not low
+    for _ in range(2):
+        verdict = client.post(f"{API}/keys/verify", json={"key": key["key"]}, headers=admin.bearer).json()
+        assert verdict["code"] == "VALID"
+    look()
+    look()
+    assert receiver.events() == [("key.credits_low", key["id"])]
+    assert receiver.taken[0]["body"]["data"]["credits_remaining"] == 2
+    assert client.patch(f"{API}/keys/{key['id']}", json={"credits": {"remaining": 2}},
+                        headers=admin.bearer).status_code == 200  # topped up (to as few): told again
+    look()
+    assert receiver.events() == [("key.credits_low", key["id"])] * 2

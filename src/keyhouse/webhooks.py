@@ -33,14 +33,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from standardwebhooks.webhooks import Webhook
 
+from . import credits
 from .store import webhooks as store
-from .store.models import utcnow
+from .store.models import ApiKey, utcnow
 from .store.session import Store, retrying
 
 log = logging.getLogger("keyhouse.webhooks")
 
 POLL_SECONDS = 0.5
-EXPIRING_EVERY = timedelta(minutes=1)  # how often the keys about to expire are looked for (key.expiring)
+# How often the keys about to expire, or low on credits, are looked for (key.expiring, key.credits_low).
+SCHEDULED_EVERY = timedelta(minutes=1)
 SENDS_AT_ONCE = 20
 TIMEOUT_SECONDS = 10.0
 TRIES_FOR = timedelta(days=1)
@@ -106,7 +108,7 @@ class Webhooks:
                  transport: httpx.AsyncBaseTransport | None = None, resolve: Resolve | None = None):
         self.store, self.sealer, self.allow_private, self.transport = store_, sealer, allow_private, transport
         self.resolve = resolve or _addresses
-        self._expiring_looked_at: datetime | None = None
+        self._scheduled_at: datetime | None = None
 
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False,
@@ -135,9 +137,9 @@ class Webhooks:
         with self.store.session() as s:
             while store.dispatch(s, now) == store.DISPATCH_BATCH:
                 pass
-            if self._expiring_looked_at is None or now - self._expiring_looked_at >= EXPIRING_EVERY:
-                store.expiring(s, now)
-                self._expiring_looked_at = now
+            if self._scheduled_at is None or now - self._scheduled_at >= SCHEDULED_EVERY:
+                store.scheduled(s, now, _credits_left)
+                self._scheduled_at = now
             return store.claim(s, now, SENDS_AT_ONCE)
 
     async def _send(self, client: httpx.AsyncClient, due: store.Due) -> tuple[int, int | None, str | None]:
@@ -176,6 +178,11 @@ class Webhooks:
             if not ipaddress.ip_address(address.split("%")[0]).is_global:
                 return f"{host} resolves to {address}, not a public address"
         return None
+
+
+def _credits_left(key: ApiKey, now: datetime) -> int | None:
+    return credits.left(key.credits_remaining, key.credits_refill_amount, key.credits_refill_seconds,
+                        key.credits_refilled_at, now)
 
 
 async def _addresses(host: str) -> list[str]:

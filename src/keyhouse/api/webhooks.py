@@ -21,7 +21,8 @@ MAX_ENDPOINTS = 100  # an organization's (the spec's listWebhooks maxItems)
 
 def _endpoint(row: Webhook) -> dict:
     return {"id": row.id, "url": row.url, "events": list(row.events), "description": row.description,
-            "expiring_lead_seconds": row.expiring_lead_seconds, "created_at": iso_z(row.created_at)}
+            "expiring_lead_seconds": row.expiring_lead_seconds, "credits_low_threshold": row.credits_low_threshold,
+            "created_at": iso_z(row.created_at)}
 
 
 def _delivery(row: WebhookDelivery) -> dict:
@@ -55,7 +56,8 @@ def create_webhook(body: dict, token_info: dict, *, rt: Runtime):
             raise ApiError("conflict", f"The organization has {MAX_ENDPOINTS} endpoints, the most it may have.")
         row = store.create_webhook(s, me.organization_id, body["url"], list(body["events"]), body.get("description"),
                                    rt.webhooks.sealer.seal(secret), actor=me.actor(), now=utcnow(),
-                                   expiring_lead_seconds=body.get("expiring_lead_seconds", 7 * 86400))
+                                   expiring_lead_seconds=body.get("expiring_lead_seconds", 7 * 86400),
+                                   credits_low_threshold=body.get("credits_low_threshold", 10))
         return {**_endpoint(row), "secret": secret}, 201
 
 

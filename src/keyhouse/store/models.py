@@ -378,8 +378,10 @@ class Webhook(Base):
     previous_secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     previous_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    # How long before a key expires the endpoint is told (key.expiring): its own choice (migration 0017).
+    # How long before a key expires the endpoint is told (key.expiring), and at how few credits left it is
+    # told they are low (key.credits_low): its own choices (migration 0017).
     expiring_lead_seconds: Mapped[int] = mapped_column(Integer, default=7 * 86400, server_default=str(7 * 86400))
+    credits_low_threshold: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
 
 
 class WebhookDelivery(Base):

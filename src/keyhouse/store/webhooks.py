@@ -27,9 +27,11 @@ CLAIM_SECONDS = 30  # how long a claimed delivery is a sender's: after that, ano
 
 
 def create_webhook(session: Session, organization_id: str, url: str, events: list[str], description: str | None,
-                   secret_sealed: str, *, actor: Actor, now: datetime, expiring_lead_seconds: int) -> Webhook:
+                   secret_sealed: str, *, actor: Actor, now: datetime, expiring_lead_seconds: int,
+                   credits_low_threshold: int) -> Webhook:
     row = Webhook(organization_id=organization_id, url=url, events=events, description=description,
-                  secret_sealed=secret_sealed, created_at=now, expiring_lead_seconds=expiring_lead_seconds)
+                  secret_sealed=secret_sealed, created_at=now, expiring_lead_seconds=expiring_lead_seconds,
+                  credits_low_threshold=credits_low_threshold)
     session.add(row)
     session.flush()
     record(session, actor, "webhook.created", "webhook", row.id, detail=url[:255])
@@ -90,31 +92,45 @@ def dispatch(session: Session, now: datetime) -> int:
     return len(events)
 
 
-def expiring(session: Session, now: datetime) -> int:
-    """Deliveries of `key.expiring` for each endpoint that wants them: the organization's live keys that
-    expire within the endpoint's lead time, each told once (per endpoint). Not an event of the trail (no
-    change made it): made here, as the moment comes. How many it made."""
+def _told_of(session: Session, webhook: Webhook, event_type: str, key_id: str, extra: dict, now: datetime) -> None:
+    payload = orjson.dumps({"type": event_type, "timestamp": _iso(now), "data": {
+        "organization_id": webhook.organization_id, "key_id": key_id, **extra}}).decode()
+    session.add(WebhookDelivery(webhook_id=webhook.id, event_id=0, event_type=event_type, target_id=key_id,
+                                payload=payload, status="pending", attempts=0, next_attempt_at=now, created_at=now))
+
+
+def scheduled(session: Session, now: datetime, credits_left: Callable[[ApiKey, datetime], int | None]) -> int:
+    """The deliveries no change makes, as their moment comes, for each endpoint that wants them: its
+    organization's live keys that expire within its lead time (`key.expiring`, once a key), and those whose
+    credits left (`credits_left`: keyhouse.credits' answer, a refill that is due counted) are at or below
+    its threshold (`key.credits_low`, once until they are topped up or refilled). How many it made."""
     made = 0
     endpoints = session.scalars(select(Webhook).order_by(Webhook.id).with_for_update(skip_locked=True)).all()
     for webhook in endpoints:
-        if "key.expiring" not in webhook.events:
-            continue
-        told = select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook.id,
-                                                WebhookDelivery.event_type == "key.expiring",
-                                                WebhookDelivery.target_id == ApiKey.id)
-        horizon = now + timedelta(seconds=webhook.expiring_lead_seconds)
-        for key_id, expires_at in session.execute(
-                select(ApiKey.id, ApiKey.expires_at).where(
+        if "key.expiring" in webhook.events:
+            told = select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook.id,
+                                                    WebhookDelivery.event_type == "key.expiring",
+                                                    WebhookDelivery.target_id == ApiKey.id)
+            horizon = now + timedelta(seconds=webhook.expiring_lead_seconds)
+            for key_id, expires_at in session.execute(
+                    select(ApiKey.id, ApiKey.expires_at).where(
+                        ApiKey.organization_id == webhook.organization_id, ApiKey.revoked_at.is_(None),
+                        ApiKey.expires_at > now, ApiKey.expires_at <= horizon, ~exists(told))
+                    .order_by(ApiKey.expires_at)).tuples():
+                _told_of(session, webhook, "key.expiring", key_id, {"expires_at": _iso(expires_at)}, now)
+                made += 1
+        if "key.credits_low" in webhook.events:
+            told = select(WebhookDelivery.id).where(
+                WebhookDelivery.webhook_id == webhook.id, WebhookDelivery.event_type == "key.credits_low",
+                WebhookDelivery.target_id == ApiKey.id,
+                WebhookDelivery.created_at >= func.coalesce(ApiKey.credits_refilled_at, ApiKey.created_at))
+            for key in session.scalars(select(ApiKey).where(
                     ApiKey.organization_id == webhook.organization_id, ApiKey.revoked_at.is_(None),
-                    ApiKey.expires_at > now, ApiKey.expires_at <= horizon, ~exists(told))
-                .order_by(ApiKey.expires_at)).tuples():
-            payload = orjson.dumps({"type": "key.expiring", "timestamp": _iso(now),
-                                    "data": {"organization_id": webhook.organization_id, "key_id": key_id,
-                                             "expires_at": _iso(expires_at)}}).decode()
-            session.add(WebhookDelivery(webhook_id=webhook.id, event_id=0, event_type="key.expiring",
-                                        target_id=key_id, payload=payload, status="pending", attempts=0,
-                                        next_attempt_at=now, created_at=now))
-            made += 1
+                    ApiKey.credits_remaining <= webhook.credits_low_threshold, ~exists(told)).order_by(ApiKey.pk)):
+                left = credits_left(key, now)
+                if left is not None and left <= webhook.credits_low_threshold:
+                    _told_of(session, webhook, "key.credits_low", key.id, {"credits_remaining": left}, now)
+                    made += 1
     return made
 
 
