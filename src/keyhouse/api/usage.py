@@ -66,7 +66,7 @@ def get_key_usage(token_info: dict, key_id: str, granularity: str = "day", from_
     me = principal(token_info)
     start, end = _span(granularity, from_, to)
     with rt.store.reading() as s:
-        key = visible_key(s, me, key_id, include_revoked=True)
+        key = visible_key(s, me, key_id)  # a revoked key is gone as a resource; `GET /usage` keeps its history
         found = usage.key_buckets(s, [key.pk], granularity, start, end).get(key.pk, [])
         seen = usage.addresses(s, key.pk, ADDRESSES)
         addresses = [{"ip": a.ip, "count": a.count, "first_seen_at": iso_z(a.first_seen_at),
