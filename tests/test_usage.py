@@ -7,10 +7,10 @@ import re
 import threading
 from datetime import UTC, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from keyhouse.store import usage
-from keyhouse.store.models import ApiKey, utcnow
+from keyhouse.store.models import ApiKey, KeyAddress, KeyUsage, OrganizationUsage, utcnow
 from keyhouse.store.session import retrying
 from tests.helpers import API, verify
 from tests.helpers import create_key as create
@@ -162,6 +162,8 @@ def test_counts_from_several_processes_add_up_exactly(app, client, world):
 
 
 def test_minutes_are_pruned_after_two_days_and_days_kept_for_the_retention(app, client, world):
+    """What is left after pruning (not how many rows one call deleted: the app's own pruner, every minute,
+    may have taken them first)."""
     admin = world.acme_admin
     key = create(client, admin, name="old")
     pk = _pk(app, key["id"])
@@ -169,12 +171,25 @@ def test_minutes_are_pruned_after_two_days_and_days_kept_for_the_retention(app, 
     with app.runtime.store.session() as s:
         usage.count_verdicts(s, {usage.Verdict(pk, admin.organization_id, "VALID", three_days_ago): 5},
                              {(pk, "192.0.2.1"): (5, three_days_ago, three_days_ago)})
-    assert app.runtime.recorder.prune_usage(400) == 2  # its minute, in the key's rows and the organization's
+
+    def kept() -> dict:
+        with app.runtime.store.session() as s:
+            rows = s.execute(select(KeyUsage.granularity, func.count()).where(KeyUsage.key_pk == pk)
+                             .group_by(KeyUsage.granularity)).tuples().all()
+            org = s.scalar(select(func.count()).select_from(OrganizationUsage)
+                           .where(OrganizationUsage.organization_id == admin.organization_id))
+            return {**dict(rows), "organization": org,
+                    "addresses": s.scalar(select(func.count()).select_from(KeyAddress).where(KeyAddress.key_pk == pk))}
+
+    assert kept() == {"minute": 1, "hour": 1, "day": 1, "organization": 3, "addresses": 1}
+    app.runtime.recorder.prune_usage(400)
+    assert kept() == {"hour": 1, "day": 1, "organization": 2, "addresses": 1}  # the minutes gone, in both
     then = {"from": (three_days_ago - timedelta(hours=1)).astimezone(UTC).isoformat(),
             "to": (three_days_ago + timedelta(hours=1)).astimezone(UTC).isoformat()}
     assert _usage(client, admin, key["id"], granularity="minute", **then)["buckets"] == []
     assert [b["total"] for b in _usage(client, admin, key["id"], granularity="hour", **then)["buckets"]] == [5]
-    assert app.runtime.recorder.prune_usage(2) == 4 + 1  # a retention of two days: hours, days and the address
+    app.runtime.recorder.prune_usage(2)  # a retention of two days: the hours, the days and the address too
+    assert kept() == {"organization": 0, "addresses": 0}
     assert _usage(client, admin, key["id"], granularity="day", **then)["buckets"] == []
 
 
