@@ -8,6 +8,7 @@ from openapi_spec_validator import validate
 from keyhouse import spec
 from keyhouse.api import HANDLERS
 from keyhouse.app import check_handlers
+from tests.victims import signed
 
 SPEC = spec.document()
 OPERATIONS = [(path, method, op) for path, item in SPEC["paths"].items()
@@ -87,15 +88,9 @@ def test_every_operation_with_path_parameters_documents_404():
             assert "404" in op["responses"], (path, method)
 
 
-def _signed(op) -> bool:
-    """An operation whose credential is a signature of its body (a leak report's), which no key may call."""
-    schemes = SPEC["components"]["securitySchemes"]
-    return any(schemes[name].get("x-keyhouse-signed-body") for req in op.get("security", []) for name in req)
-
-
 def test_the_permission_enum_is_exactly_the_operations_keys_may_call():
     permissions = set(SPEC["components"]["schemas"]["Permission"]["enum"])
-    assert permissions == {op["operationId"] for _, _, op in OPERATIONS if _guarded(op) and not _signed(op)} | {"*"}
+    assert permissions == {op["operationId"] for _, _, op in OPERATIONS if _guarded(op) and not signed(op)} | {"*"}
 
 
 # The error responses the workspace family's source API documents for `GET /user/api-keys` (seed 003),

@@ -298,3 +298,19 @@ def test_an_endpoint_is_told_when_a_keys_credits_run_low_once_until_they_are_top
                         headers=admin.bearer).status_code == 200  # topped up (to as few): told again
     look()
     assert receiver.events() == [("key.credits_low", key["id"])] * 2
+
+
+def test_an_organization_holds_at_most_the_endpoints_the_contract_lists(app, client, world):
+    from keyhouse.api.webhooks import MAX_ENDPOINTS
+    from keyhouse.store import webhooks
+
+    admin = world.acme_admin
+    with app.runtime.store.session() as s:  # made in the store: a hundred requests would meet the key's 100/s
+        for i in range(MAX_ENDPOINTS):
+            webhooks.create_webhook(s, admin.organization_id, f"https://platform.example/hooks/{i}", ["key.created"],
+                                    None, app.runtime.webhooks.sealer.seal("whsec_AAAA"), actor=None, now=utcnow(),
+                                    expiring_lead_seconds=3600, credits_low_threshold=10)
+    refused = client.post(f"{API}/webhooks", json={"url": "https://platform.example/one-more", "events": EVENTS},
+                          headers=admin.bearer)
+    assert problem_of(refused, 409)["detail"].startswith(f"The organization has {MAX_ENDPOINTS} endpoints")
+    assert len(client.get(f"{API}/webhooks", headers=admin.bearer).json()) == MAX_ENDPOINTS

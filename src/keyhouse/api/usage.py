@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from .. import spec
 from ..auth import principal
 from ..runtime import Runtime
 from ..store import usage
@@ -15,9 +16,9 @@ from ..store.models import utcnow
 from .common import iso_z, paging_headers, visible_key
 
 BUCKET = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
-MAX_BUCKETS = 1440  # the spec's UsageBuckets.maxItems: a day of minutes
+MAX_BUCKETS = spec.schema(spec.document(), "UsageBuckets")["maxItems"]  # 1,440: a day of minutes
 DEFAULT_BUCKETS = {"minute": 60, "hour": 24, "day": 30}  # `from`, when not given, is this many before `to`
-ADDRESSES = 20  # the spec's KeyUsage.addresses.maxItems
+ADDRESSES = spec.schema(spec.document(), "KeyUsage")["properties"]["addresses"]["maxItems"]
 # Every outcome a bucket shows, zero or not (the spec's UsageOutcomes): the verifier's codes but NOT_FOUND,
 # which is no key's.
 OUTCOMES = ("VALID", "EXPIRED", "REVOKED", "FORBIDDEN", "INSUFFICIENT_PERMISSIONS", "RATE_LIMITED", "USAGE_EXCEEDED")

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import orjson
 
+from .. import spec
 from ..auth import principal
 from ..errors import ApiError, FieldError
 from ..runtime import Runtime
+from ..store import organizations
 from ..store import webhooks as store
 from ..store.models import Webhook, WebhookDelivery, utcnow
 from ..webhooks import SECRET_OVERLAP, new_secret, refused_address
 from .common import iso_z, paging_headers
 
-MAX_ENDPOINTS = 100  # an organization's (the spec's listWebhooks maxItems)
+# An organization's endpoints at most: what listWebhooks may answer.
+MAX_ENDPOINTS = next(op for _, _, op in spec.operations(spec.document()) if op["operationId"] == "listWebhooks")[
+    "responses"]["200"]["content"]["application/json"]["schema"]["maxItems"]
 
 
 def _endpoint(row: Webhook) -> dict:
@@ -52,12 +56,12 @@ def create_webhook(body: dict, token_info: dict, *, rt: Runtime):
                        fields=[FieldError(("url",), why, "format")])
     secret = new_secret()
     with rt.store.session() as s:
-        if len(store.webhooks_of(s, me.organization_id)) >= MAX_ENDPOINTS:
+        if organizations.count_under_lock(s, me.organization_id, Webhook) >= MAX_ENDPOINTS:
             raise ApiError("conflict", f"The organization has {MAX_ENDPOINTS} endpoints, the most it may have.")
         row = store.create_webhook(s, me.organization_id, body["url"], list(body["events"]), body.get("description"),
                                    rt.webhooks.sealer.seal(secret), actor=me.actor(), now=utcnow(),
-                                   expiring_lead_seconds=body.get("expiring_lead_seconds", 7 * 86400),
-                                   credits_low_threshold=body.get("credits_low_threshold", 10))
+                                   expiring_lead_seconds=body["expiring_lead_seconds"],  # the spec's defaults,
+                                   credits_low_threshold=body["credits_low_threshold"])  # filled in if absent
         return {**_endpoint(row), "secret": secret}, 201
 
 

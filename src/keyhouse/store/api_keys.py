@@ -243,10 +243,8 @@ def _page_statements(by_owner: bool, match: tuple[str, ...], order: tuple[tuple[
     return total, page
 
 
-def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: Actor,
-                leaked_at: dict[int, str] | None = None) -> None:
-    """Revoke the live ones among `rows`, in one batch of statements however many there are. With
-    `leaked_at` ({key pk: where it was found}), each is recorded as leaked before it is revoked."""
+def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: Actor) -> None:
+    """Revoke the live ones among `rows`, in one batch of statements however many there are."""
     now = utcnow()
     events: list[tuple[Actor, str, str, str, str | None]] = []
     revoked: Counter[str] = Counter()
@@ -254,8 +252,6 @@ def revoke_keys(session: Session, rows: Iterable[ApiKey], *, actor: Actor,
         if row.revoked_at is None:
             row.revoked_at = row.updated_at = now
             revoked[row.organization_id] += 1
-            if leaked_at is not None:
-                events.append((actor, "key.leaked", "api_key", row.id, leaked_at[row.pk]))
             events.append((actor, "key.revoked", "api_key", row.id, None))
     for organization_id, n in sorted(revoked.items()):
         _count_live(session, organization_id, -n)

@@ -38,8 +38,7 @@ def leaked(session: Session, found_at: Mapping[str, str], ip: str | None) -> set
     for organization_id, found in sorted(live.items()):
         actor = {"organization_id": organization_id, "actor_user_id": None, "actor_key_id": None, "ip": ip}
         rows = [found[pk] for pk in sorted(found)]
+        record_all(session, [(actor, "key.leaked", "api_key", row.id, where[row.pk]) for row in rows])
         if policies.get(organization_id, "revoke") == "revoke":
-            revoke_keys(session, rows, actor=actor, leaked_at=where)
-        else:
-            record_all(session, [(actor, "key.leaked", "api_key", row.id, where[row.pk]) for row in rows])
+            revoke_keys(session, rows, actor=actor)
     return set(keys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .models import Organization, PlatformApi, Ruleset, User
+from .models import Organization, PlatformApi, Ruleset, User, Webhook
 from .trail import Actor, record
 
 
@@ -38,7 +38,8 @@ def user_by_email(session: Session, email: str) -> User | None:
     return session.scalars(select(User).where(User.email == email)).one_or_none()
 
 
-def count_under_lock(session: Session, organization_id: str, model: type[Ruleset] | type[PlatformApi]) -> int:
+def count_under_lock(session: Session, organization_id: str,
+                     model: type[Ruleset] | type[PlatformApi] | type[Webhook]) -> int:
     """How many rows of `model` the organization holds, with its row locked until the transaction ends, so
     that two creates cannot both pass a limit (SQLite's write transactions are serialized anyway)."""
     # FOR NO KEY UPDATE, not FOR UPDATE: it excludes the other writers all the same, but not the key-share
