@@ -59,6 +59,9 @@ def test_a_refused_verify_spends_nothing(client, world):
 
 
 def test_a_key_without_credits_spends_nothing_and_writes_nothing(client, world, app):
+    """Verify of a key without credits writes no credits. The app's own background work (the recorder's
+    flush of last uses and usage, its pruner) may write on the same engine meanwhile, on its schedule (CI
+    once caught the pruner's DELETE here): so the statements looked for are those that touch credits."""
     admin = world.acme_admin
     key = create(client, admin, name="unlimited")
     statements = []
@@ -73,7 +76,8 @@ def test_a_key_without_credits_spends_nothing_and_writes_nothing(client, world, 
     finally:
         event.remove(app.runtime.store.engine, "before_cursor_execute", seen)
     assert (answer["code"], answer["remaining"]) == ("VALID", None)
-    assert not [s for s in statements if s.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))]
+    writes = [s for s in statements if s.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))]
+    assert not [s for s in writes if "credits" in s], writes
 
 
 def test_credits_refill_once_their_interval_has_passed(client, world, app):
