@@ -98,7 +98,7 @@ def make_app(tmp_path, **overrides):
 # Modules whose tests drive real servers, generators or browsers: `pytest -m "not slow"` leaves them out
 # for a quick inner loop; the README's test command runs everything.
 SLOW_MODULES = {"test_fuzz", "test_clients", "test_swagger_ui", "test_faults", "test_concurrency", "test_outage",
-                "test_reference_deployment"}
+                "test_reference_deployment", "test_image", "test_compose"}
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -247,6 +247,7 @@ def serving(directory):
         raise RuntimeError(log.read_text())
 
     start.processes = servers  # for tests that signal a server or its workers
+    start.log_of = lambda base: directory / f"server-{base.split(':')[2].split('/')[0]}.log"  # a server's output
     try:
         yield key, start
     finally:
@@ -292,3 +293,43 @@ def browser():
     driver.implicitly_wait(0)
     yield driver
     driver.quit()
+
+
+# ------------------------------------------------------------------ the image (scripts/image)
+
+IMAGE_TOOLS = ("mmdebstrap", "buildah", "podman")
+
+
+def machine_containers_conf(directory) -> dict[str, str]:
+    """The environment every podman call of the tests runs with: a containers.conf for this kind of machine,
+    where crun refuses the cgroups (so runc) and the default limits are above what a container may have
+    here. Operators' machines need none of it; the README's commands are run with it, unchanged."""
+    conf = directory / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+                    '[engine]\nruntime = "runc"\n')
+    return {**os.environ, "CONTAINERS_CONF": str(conf)}
+
+
+def needs_image_tools() -> None:
+    """The image is built and run in the PostgreSQL leg (it takes a minute, and runs against PostgreSQL and
+    Redis); under CI=true, missing tools fail it (.ci/run installs them)."""
+    if not POSTGRES_URL:
+        pytest.skip("the PostgreSQL leg builds and runs the image")
+    missing = [tool for tool in IMAGE_TOOLS if shutil.which(tool) is None]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {missing} are missing: .ci/run installs them")
+        pytest.skip(f"building the image needs {missing} (Debian's packages)")
+
+
+@pytest.fixture(scope="session")
+def keyhouse_image(tmp_path_factory):
+    """keyhouse's image, built once by scripts/image, and the environment to run podman in."""
+    needs_image_tools()
+    env = machine_containers_conf(tmp_path_factory.mktemp("podman"))
+    tag = f"localhost/keyhouse-test:{uuid.uuid4().hex[:8]}"
+    built = subprocess.run(["bash", "scripts/image", tag], cwd=os.path.dirname(os.path.dirname(__file__)),
+                           capture_output=True, text=True, env=env, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    yield tag, env
+    subprocess.run(["podman", "rmi", "-f", tag], env=env, capture_output=True, timeout=120)

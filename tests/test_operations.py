@@ -168,7 +168,7 @@ def test_logs_are_json_lines_with_request_ids_and_no_credential(served, tmp_path
 def test_every_environment_variable_is_listed_in_help_and_readme():
     read = set()
     for source in (ROOT / "src" / "keyhouse").rglob("*.py"):
-        read |= set(re.findall(r"\b(KEYHOUSE_[A-Z_]+|PROMETHEUS_MULTIPROC_DIR)\b", source.read_text()))
+        read |= set(re.findall(r"\b(KEYHOUSE_[A-Z_]+|PROMETHEUS_MULTIPROC_DIR|OTEL_[A-Z_]+)\b", source.read_text()))
     listed = {name for name, _, _ in ENVIRONMENT}
     # Every variable the code names is listed; the settings' own are listed from their declarations.
     assert read - {"KEYHOUSE_TEST_POSTGRES_URL", "KEYHOUSE_TEST_REDIS_URL"} <= listed, read - listed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import gc
@@ -14,7 +15,7 @@ from connexion.jsonifier import Jsonifier
 from connexion.resolver import Resolver
 from sqlalchemy.engine import make_url
 
-from . import spec
+from . import spec, tracing
 from .api import HANDLERS, handed
 from .auth import extractors_by_operation, signed_operations
 from .changes import ChangeSignal, notify_on_commit, probe_through
@@ -63,7 +64,15 @@ def check_handlers(document: dict) -> None:
                            f"operationIds used twice: {doubled}; handlers serving two operations: {shared}")
 
 
-def create_app(settings: Settings | None = None) -> OnceAsyncApp:
+def served() -> OnceAsyncApp:
+    """The app of one `keyhouse serve` worker (uvicorn's factory, called in each worker process): the
+    environment's settings, and traces when the OTEL_* variables ask for them (set up here, after the
+    fork: the exporter's thread does not cross one)."""
+    return create_app(Settings.from_env(), tracing.start())
+
+
+def create_app(settings: Settings | None = None, traces: tracing.Tracing | None = None) -> OnceAsyncApp:
+    """The app, on these settings (the environment's unless given), traced when given a Tracing."""
     settings = settings or Settings.from_env()
     store = Store(settings.database_url, pool_size=settings.database_pool_size,
                   max_overflow=settings.database_max_overflow,
@@ -85,10 +94,13 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
 
     @asynccontextmanager
     async def lifespan(_app):
-        flusher = asyncio.create_task(rt.recorder.run())
-        pruner = asyncio.create_task(rt.recorder.prune(settings.audit_retention, settings.usage_retention_days))
-        clock = asyncio.create_task(rt.store.keep_time())
-        sender = asyncio.create_task(rt.webhooks.run()) if settings.webhook_sending else None
+        # The background work (tasks copy this context): traced, it would start a root trace of its own
+        # every few seconds per worker, statements outside any request.
+        with traces.untraced() if traces is not None else contextlib.nullcontext():
+            flusher = asyncio.create_task(rt.recorder.run())
+            pruner = asyncio.create_task(rt.recorder.prune(settings.audit_retention, settings.usage_retention_days))
+            clock = asyncio.create_task(rt.store.keep_time())
+            sender = asyncio.create_task(rt.webhooks.run()) if settings.webhook_sending else None
         # What start-up built (the contract, its validators, the routes: hundreds of thousands of objects)
         # lives as long as the process: out of the collector's way, so that its full collections, which
         # otherwise walk all of it, stop stalling requests (p99 of the billing list on PostgreSQL at 16
@@ -97,7 +109,10 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
         if not gc.get_freeze_count():
             gc.freeze()
         await rt.store.open_on_loop()
-        await rt.changes.start()
+        if traces is not None:  # after open_on_loop: the loop's engine exists from then on
+            traces.instrument(rt.store.engines(), redis=settings.redis_url is not None)
+        with traces.untraced() if traces is not None else contextlib.nullcontext():
+            await rt.changes.start()
         try:
             yield
         finally:
@@ -109,6 +124,8 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
             await rt.changes.stop()
             rt.recorder.flush()
             await rt.store.close_on_loop()
+            if traces is not None:
+                traces.shutdown()
 
     base_path = spec.base_path(document)
     # The few operations that take more than KEYHOUSE_MAX_BODY_BYTES (a leak report of 1,000 tokens), by path.
@@ -116,7 +133,10 @@ def create_app(settings: Settings | None = None) -> OnceAsyncApp:
               if "x-keyhouse-max-body-bytes" in op and "{" not in path}
     request_context = functools.partial(RequestContext, runtime=rt, base_path=base_path, larger_bodies=larger)
     # Every middleware, each before the Connexion one it names (outermost first): the order is this list.
+    families = {op["operationId"]: spec.family(document, op)[0] for _, _, op in spec.operations(document)}
     middlewares = stack(
+        # The request's span around everything else, so that every log line of the request names its trace.
+        *([("ExceptionMiddleware", traces.middleware(families))] if traces is not None else []),
         # Outside Connexion's exception handling, so that it sees the status of every answer, errors too.
         ("ExceptionMiddleware", AccessLog),
         # Binds the runtime and rewrites a trailing slash and caps the body before anything routes or reads.

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jwt
 from connexion.security import NO_VALUE
 
-from . import keys, leaks, metrics, runtime
+from . import keys, leaks, logs, metrics, runtime
 from . import spec as contract
 from .errors import ApiError
 from .ratelimit import Exceeded
@@ -192,6 +192,7 @@ async def _resolve(scope, headers):
         ask = Ask(ip=ip, within=within, every=(operation_id,), limit="request") if not principals \
             else Ask(ip=ip, within=within)
         principals.append(await _admitted(rt, found, ask, what, operation_id))
+    logs.observe(scope, organization_id=principals[0].organization_id)  # the access line's, the span's
     return {"sub": principals[0].user_id, "principal": principals[0]}
 
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from datetime import timedelta
 
-from . import keys, logs
+from . import keys, logs, tracing
 from .config import Settings, environment_help
 from .store import api_keys, organizations
 from .store.session import SchemaOutOfDate, Store
@@ -53,8 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     db_commands.add_parser("upgrade", help="apply every schema migration not yet applied")
 
     serve = commands.add_parser("serve", help="serve the API (Swagger UI at /api/v1/ui)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default=os.environ.get("KEYHOUSE_HOST", "127.0.0.1"),
+                       help="the address to listen on (env KEYHOUSE_HOST)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("KEYHOUSE_PORT", 8080)),
+                       help="the port to listen on (env KEYHOUSE_PORT)")
     serve.add_argument("--workers", type=int, default=int(os.environ.get("KEYHOUSE_WORKERS", 1)),
                        help="worker processes sharing the database (env KEYHOUSE_WORKERS); rate limits are "
                             "shared between them only through Redis (KEYHOUSE_REDIS_URL)")
@@ -158,9 +160,9 @@ def _run(args, settings: Settings, store: Store) -> int:
         if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # Each worker writes its metrics here; /metrics sums them (keyhouse.metrics).
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="keyhouse-metrics-")
-        uvicorn.run("keyhouse.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+        uvicorn.run("keyhouse.app:served", factory=True, host=args.host, port=args.port, workers=args.workers,
                     proxy_headers=bool(trusted), forwarded_allow_ips=trusted or "",
-                    log_config=logs.config(args.log_level.upper()), access_log=False,
+                    log_config=logs.config(args.log_level.upper(), traced=tracing.wanted()), access_log=False,
                     http="keyhouse.protocol:BoundedHttpToolsProtocol")
         return 0
 

@@ -165,6 +165,8 @@ def _variable(name: str) -> str:
 
 # What the CLI's `serve` reads itself (its flags set the same variables), beside the settings above.
 SERVER_VARIABLES = [
+    ("KEYHOUSE_HOST", "127.0.0.1", "the address `keyhouse serve` listens on (--host; the image: 0.0.0.0)"),
+    ("KEYHOUSE_PORT", "8080", "the port `keyhouse serve` listens on (--port)"),
     ("KEYHOUSE_WORKERS", "1", "worker processes of `keyhouse serve` (--workers)"),
     ("KEYHOUSE_FORWARDED_ALLOW_IPS", "", "proxies whose X-Forwarded-For is trusted (--forwarded-allow-ips)"),
     ("KEYHOUSE_ALLOW_UNSHARED_LIMITS", "", "serve several workers without Redis, each counting rate limits on "
@@ -174,9 +176,27 @@ SERVER_VARIABLES = [
      "where the workers' metrics are kept for /metrics"),
 ]
 
+# OpenTelemetry's own variables that keyhouse.tracing acts on (the SDK reads the rest of OTEL_* as it documents).
+TRACING_VARIABLES = [
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "", "where traces are sent over OTLP/HTTP (http://collector:4318): setting it "
+                                        "turns traces on (the `otel` extra)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "the same, for traces only (the whole URL, /v1/traces included)"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "the only one keyhouse sends (grpc is warned of, and not used)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf", "the same, for traces only"),
+    ("OTEL_TRACES_EXPORTER", "", "otlp, console or none; otlp when an endpoint is set"),
+    ("OTEL_SERVICE_NAME", "keyhouse", "the service name on every span"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "", "more attributes of every span's resource (deployment.environment=prod,...)"),
+    ("OTEL_TRACES_SAMPLER", "parentbased_always_on", "which requests are traced (parentbased_traceidratio: a share, "
+                                                     "and every request of a traced caller)"),
+    ("OTEL_TRACES_SAMPLER_ARG", "", "the sampler's argument (0.1: one request in ten)"),
+    ("OTEL_PROPAGATORS", "tracecontext,baggage", "the headers a caller's trace is read from (W3C traceparent)"),
+    ("OTEL_SDK_DISABLED", "", "true: no traces, whatever else is set"),
+]
+
 # Every variable keyhouse reads, for `keyhouse --help` and the README: (name, default, meaning).
 ENVIRONMENT = [(_variable(name), "" if field.default in (None, b"", ()) else str(field.default),
-                field.description or "") for name, field in Settings.model_fields.items()] + SERVER_VARIABLES
+                field.description or "") for name, field in Settings.model_fields.items()] \
+    + SERVER_VARIABLES + TRACING_VARIABLES
 
 
 def environment_help() -> str:

@@ -18,6 +18,23 @@ _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 access = logging.getLogger("keyhouse.access")
 
+# What is learnt of a request on its way through (a dict in its ASGI scope, which the scope copies of one
+# request share): its id, the routing of Connexion (`extensions`), the organization auth found. AccessLog
+# puts it there; the access line and the request's span (keyhouse.tracing) read it.
+OBSERVED = "keyhouse.observed"
+
+
+def observe(scope, **learnt) -> None:
+    """Note what was learnt of this request (auth: the organization)."""
+    observed = scope.get(OBSERVED)
+    if observed is not None:
+        observed.update(learnt)
+
+
+def operation(observed: dict) -> str | None:
+    """The request's operationId, once Connexion has routed it."""
+    return observed["extensions"].get("connexion_routing", {}).get("operation_id")
+
 
 def request_id_from(presented: bytes | None) -> str:
     if presented:
@@ -41,18 +58,24 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def config(level: str = "INFO") -> dict:
-    """A logging.dictConfig for `keyhouse serve` (uvicorn's loggers included): JSON lines on stderr."""
+def config(level: str = "INFO", traced: bool = False) -> dict:
+    """A logging.dictConfig for `keyhouse serve` (uvicorn's loggers included): JSON lines on stderr; with
+    `traced` (keyhouse.tracing.wanted()), each line also names its trace and span."""
+    filters = {"request_id": {"()": "keyhouse.logs.RequestIdFilter"}}
+    fields = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+    if traced:
+        filters["trace_ids"] = {"()": "keyhouse.tracing.TraceIds"}
+        fields += " %(trace_id)s %(span_id)s"
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "keyhouse.logs.RequestIdFilter"}},
+        "filters": filters,
         "formatters": {"json": {
             "()": "pythonjsonlogger.orjson.OrjsonFormatter",  # the same lines, in 60% of the time
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "fmt": fields,
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         }},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"],
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "filters": list(filters),
                                 "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {

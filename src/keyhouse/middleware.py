@@ -10,15 +10,13 @@ from . import logs, metrics, runtime
 from .errors import ApiError
 from .leaks import SIGNED_BODY
 
-_OBSERVED = "keyhouse.observed"  # a dict shared by the scope copies of one request
-
 
 class AccessLog:
     """The request id, the access log line and the request metrics, error responses included.
 
     Sits outside Connexion's exception handling, so it sees the status of every answer. The operation
-    is known only after routing, further in: RequestContext writes it into a dict this one put in the
-    scope (scope copies share it).
+    is known only after routing, further in: RequestContext shares Connexion's routing with the dict this
+    one puts in the scope (logs.OBSERVED; scope copies share it), and auth notes the organization there.
     """
 
     def __init__(self, app: ASGIApp):
@@ -30,7 +28,7 @@ class AccessLog:
             return
         request_id = logs.request_id_from(dict(scope["headers"]).get(b"x-request-id"))
         token = logs.bind_request_id(request_id)
-        observed = scope[_OBSERVED] = {"operation": None, "request_id": request_id}
+        observed = scope[logs.OBSERVED] = {"extensions": {}, "request_id": request_id, "organization_id": None}
         status, started = 500, time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
@@ -44,11 +42,12 @@ class AccessLog:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            metrics.observe(observed["operation"], status, elapsed)
+            operation = logs.operation(observed)
+            metrics.observe(operation, status, elapsed)
             client = scope.get("client")
             logs.access.info("request", extra={
-                "method": scope["method"], "path": scope["path"], "status": status,
-                "operation": observed["operation"], "duration_ms": round(elapsed * 1000, 3),
+                "method": scope["method"], "path": scope["path"], "status": status, "operation": operation,
+                "organization_id": observed["organization_id"], "duration_ms": round(elapsed * 1000, 3),
                 "client": client[0] if client else None})
             logs.unbind_request_id(token)
 
@@ -62,7 +61,7 @@ class ResponseHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        observed = scope.get(_OBSERVED)
+        observed = scope.get(logs.OBSERVED)
         if observed is None:
             await self.app(scope, receive, send)
             return
@@ -109,19 +108,16 @@ class RequestContext:
         if path.endswith("/") and len(path) > len(self.base_path) + 1 and not path.startswith(self.ui):
             scope = dict(scope, path=path[:-1], raw_path=scope.get("raw_path", b"").rstrip(b"/"))
         # Connexion's router records the operation in scope["extensions"] of a shallow copy of this
-        # scope: made here, the dict is shared, and the operation visible on the way out (see AccessLog).
-        scope.setdefault("extensions", {})
+        # scope: made here and shared with AccessLog's dict, the operation is visible on the way out.
+        extensions = scope.setdefault("extensions", {})
+        if logs.OBSERVED in scope:
+            scope[logs.OBSERVED]["extensions"] = extensions
         scope = _media_type_in_lower_case(scope)
         runtime.attach(scope, self.runtime)
-        try:
-            receive = self._capped(scope, receive)
-            if _is_chunked(scope):
-                scope, receive = await _buffered(scope, receive)
-            await self.app(scope, receive, send)
-        finally:
-            if _OBSERVED in scope:
-                routed = scope.get("extensions", {}).get("connexion_routing", {})
-                scope[_OBSERVED]["operation"] = routed.get("operation_id")
+        receive = self._capped(scope, receive)
+        if _is_chunked(scope):
+            scope, receive = await _buffered(scope, receive)
+        await self.app(scope, receive, send)
 
     def _capped(self, scope: Scope, receive: Receive) -> Receive:
         limit = max(self.runtime.settings.max_body_bytes, self.larger_bodies.get(scope["path"], 0))

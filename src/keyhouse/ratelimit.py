@@ -83,7 +83,7 @@ class RateLimiter:
     def __init__(self, per_key: str, per_organization: str, redis_url: str | None,
                  refused_per_client: str = "100/minute", per_verified_key: str | None = None):
         self._storage = f"async+{redis_url}" if redis_url else "async+memory://"
-        self._limiter = SlidingWindowCounterRateLimiter(storage_from_string(self._storage))
+        self._limiter = self._new_limiter()
         self.per_key: RateLimitItem = parse(per_key)
         self.per_organization: RateLimitItem = parse(per_organization)
         self.refused_per_client: RateLimitItem = parse(refused_per_client)
@@ -93,7 +93,12 @@ class RateLimiter:
     def forget(self) -> None:
         """Start counting afresh in this process (the in-memory counts; shared counts stay in Redis,
         where every identity carries an organization id). The test suite shares one app between tests."""
-        self._limiter = SlidingWindowCounterRateLimiter(storage_from_string(self._storage))
+        self._limiter = self._new_limiter()
+
+    def _new_limiter(self) -> SlidingWindowCounterRateLimiter:
+        # redis-py rather than limits' default coredis: OpenTelemetry's Redis instrumentation traces redis-py.
+        options = {"implementation": "redispy"} if self._storage.startswith("async+redis") else {}
+        return SlidingWindowCounterRateLimiter(storage_from_string(self._storage, **options))
 
     async def refused(self, client: str) -> None:
         """Count one refused credential presented from `client` (an address)."""

@@ -245,6 +245,11 @@ class Store:
                                      max_overflow=self._max_overflow, connect_args=self._connect_args)
         self._loop_engine = (asyncio.get_running_loop(), engine)
 
+    def engines(self) -> list[Engine]:
+        """The engines statements go through (the loop's async one by its sync core), for instrumentation
+        (keyhouse.tracing)."""
+        return [self.engine] + ([self._loop_engine[1].sync_engine] if self._loop_engine is not None else [])
+
     async def close_on_loop(self) -> None:
         """The end of the lifespan that opened them (another lifespan's end, on another loop, leaves them)."""
         loop_engine = self._loop_engine

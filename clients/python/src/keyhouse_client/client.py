@@ -23,6 +23,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 from httpx_retries import Retry, RetryTransport
 
+from . import tracing
 from .cache import MAX_VALID_TTL, VerdictCache
 from .verdict import Verdict
 
@@ -175,7 +176,7 @@ class Keyhouse:
                  timeout: float = 5.0, transport: httpx.BaseTransport | None = None):
         self.cache = (cache if cache is not None else VerdictCache()) if caching else None  # (an empty cache is falsy)
         headers = {"Authorization": f"Bearer {key}"}
-        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout,
+        self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, event_hooks=tracing.hooks(),
                                   transport=RetryTransport(transport or httpx.HTTPTransport(), retry=_retry()))
         self._feed_http = httpx.Client(base_url=base_url, headers=headers, timeout=FEED_WAIT + 5.0,
                                        transport=transport)
@@ -263,6 +264,7 @@ class AsyncKeyhouse:
         # aiohttp's connection pool under httpx's interface: httpcore's pool walks every pooled connection
         # (a socket check each) on every request, which cost a guarded app most of a verify's time.
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout,
+                                       event_hooks=tracing.async_hooks(),
                                        transport=RetryTransport(transport or AiohttpTransport(), retry=_retry()))
         self._feed_http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=FEED_WAIT + 5.0,
                                             transport=transport)
