@@ -94,11 +94,17 @@ end
     return run
 
 
-def throughput(args) -> dict:
-    variants = {"counting": {}, "not counting": {"KEYHOUSE_USAGE_COUNTING": "false"}}
+def side_by_side(args, variants: dict[str, dict], title: str, before_stop=None,
+                 before_rounds=None) -> tuple[Group, dict, object]:
+    """The same build served once per variant (its extra environment), one worker each, each on a database of
+    its own made the same way (an organization, its admin's key and 500 keys made through the API); wrk sends
+    `POST /keys/verify` for the 500 keys in turn, in ABBA rounds. Both answer the same shape (checked first).
+    Returns the runs, each variant's median CPU per request, and what `before_stop(servers, admins)` read
+    (`before_rounds()` is called once the servers are warm)."""
     servers, keys, admins = {}, {}, {}
     logs = args.work / "logs"
     logs.mkdir(exist_ok=True)
+    read = None
     try:
         for label, extra in variants.items():
             url = _database(args, label.replace(" ", "_"))
@@ -112,12 +118,14 @@ def throughput(args) -> dict:
                            ["key"] for i in range(KEYS)]
         answers = {label: json.loads(_request(server, "POST", VERIFY_PATH, admins[label],
                                               {"key": keys[label][0]})[1]) for label, server in servers.items()}
-        shapes = {label: sorted(a) + [a["code"]] for label, a in answers.items()}
-        assert shapes["counting"] == shapes["not counting"], shapes
+        shapes = [sorted(a) + [a["code"]] for a in answers.values()]
+        assert all(shape == shapes[0] for shape in shapes), shapes
         for label, server in servers.items():  # warm
             args_warm = argparse.Namespace(**{**vars(args), "seconds": 2})
             _wrk(server, keys[label], admins[label], args_warm, -1, label)
-        group = Group("verify of 500 keys in turn, 1 worker", "verify", list(variants))
+        group = Group(title, "verify", list(variants))
+        if before_rounds is not None:
+            before_rounds()
         for round_ in range(args.rounds):
             # ABBA: each variant goes first in every other round, so that going first or second (measured
             # to move req/s by several percent here) weighs on both alike.
@@ -126,12 +134,22 @@ def throughput(args) -> dict:
                 group.runs.append(run)
                 print(f"  round {round_ + 1}: {label}: {run.rps:,.0f} req/s, p99 {run.p99_ms:.1f} ms, "
                       f"{run.cpu_us:.0f} us of CPU a request", file=sys.stderr, flush=True)
-        counted = _request(servers["counting"], "GET", "/api/v1/usage?granularity=day&limit=0", admins["counting"])
-        total = sum(b["total"] for b in json.loads(counted[1])["total"])
+        if before_stop is not None:
+            read = before_stop(servers, admins)
     finally:
         for server in servers.values():
             server.stop()
     cpu = {label: statistics.median(r.cpu_us for r in group.runs if r.variant == label) for label in variants}
+    return group, cpu, read
+
+
+def throughput(args) -> dict:
+    def counted(servers, admins) -> int:
+        answer = _request(servers["counting"], "GET", "/api/v1/usage?granularity=day&limit=0", admins["counting"])
+        return sum(b["total"] for b in json.loads(answer[1])["total"])
+
+    group, cpu, total = side_by_side(args, {"counting": {}, "not counting": {"KEYHOUSE_USAGE_COUNTING": "false"}},
+                                     "verify of 500 keys in turn, 1 worker", counted)
     return {"rounds": [r.__dict__ for r in group.runs],
             "counting_rps": group.median("counting"), "not_counting_rps": group.median("not counting"),
             "ratio": group.ratio("counting", "not counting"), "verdicts_counted": total,

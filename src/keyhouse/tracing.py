@@ -111,6 +111,13 @@ class Tracing:
         # checks its spans arrive).
         SQLAlchemyInstrumentor().instrument(engines=list(engines), tracer_provider=self.provider,
                                             skip_dep_check=True)
+        # Its "connect" span wraps every Engine.connect, which is a checkout from the pool, not a connection
+        # made: one per unit of work beside its statements, each costing what a span costs (benchmarks/
+        # tracing.py): the statements' spans are kept, that one is not.
+        from opentelemetry.instrumentation.utils import unwrap
+        from sqlalchemy.engine import Engine
+
+        unwrap(Engine, "connect")
         if redis:
             from opentelemetry.instrumentation.redis import RedisInstrumentor
 

@@ -13,7 +13,9 @@ import httpx
 
 inject: Callable[..., None] | None
 try:
-    from opentelemetry.propagate import inject
+    from opentelemetry.propagate import inject as _inject
+
+    inject = _inject
 except ImportError:  # no OpenTelemetry in this application: nothing to carry
     inject = None
 
