@@ -15,15 +15,14 @@ import argparse
 import gzip
 import json
 import os
-import socket
 import statistics
 import subprocess
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from run import HERE, free_port
+
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379"
 
@@ -32,14 +31,8 @@ def _podman(*args: str, env: dict) -> str:
     return subprocess.run(["podman", *args], env=env, capture_output=True, text=True, check=True).stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _time_to_ready(tag: str, env: dict, *settings: str) -> float:
-    port, name = _free_port(), f"keyhouse-bench-{uuid.uuid4().hex[:8]}"
+    port, name = free_port(), f"keyhouse-bench-{uuid.uuid4().hex[:8]}"
     began = time.monotonic()
     _podman("run", "-d", "--name", name, "--network", "host", "--read-only", "-e", f"KEYHOUSE_PORT={port}",
             *settings, tag, env=env)

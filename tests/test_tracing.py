@@ -180,17 +180,10 @@ def test_under_a_request_sampled_out_the_database_makes_no_span(tmp_path):
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from starlette.testclient import TestClient
 
-    from keyhouse.cli import main
-
     sampler, exported = _Counting(), InMemorySpanExporter()
     provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(SimpleSpanProcessor(exported))
     settings = Settings(database_url=migrated(database_url(tmp_path)), secret=SECRET, webhook_sending=False)
-    os.environ.update(KEYHOUSE_DATABASE_URL=settings.database_url, KEYHOUSE_SECRET=SECRET.decode())
-    try:
-        assert main(["bootstrap", "--organization", "o", "--email", "a@o.test"]) == 0
-    finally:
-        del os.environ["KEYHOUSE_DATABASE_URL"], os.environ["KEYHOUSE_SECRET"]
     app = create_app(settings, tracing.Tracing(provider))
     try:
         with TestClient(app) as client:

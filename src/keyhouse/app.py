@@ -96,7 +96,8 @@ def create_app(settings: Settings | None = None, traces: tracing.Tracing | None 
     async def lifespan(_app):
         # The background work (tasks copy this context): traced, it would start a root trace of its own
         # every few seconds per worker, statements outside any request.
-        with traces.untraced() if traces is not None else contextlib.nullcontext():
+        untraced = traces.untraced if traces is not None else contextlib.nullcontext
+        with untraced():
             flusher = asyncio.create_task(rt.recorder.run())
             pruner = asyncio.create_task(rt.recorder.prune(settings.audit_retention, settings.usage_retention_days))
             clock = asyncio.create_task(rt.store.keep_time())
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None, traces: tracing.Tracing | None 
         await rt.store.open_on_loop()
         if traces is not None:  # after open_on_loop: the loop's engine exists from then on
             traces.instrument(rt.store.engines(), redis=settings.redis_url is not None)
-        with traces.untraced() if traces is not None else contextlib.nullcontext():
+        with untraced():
             await rt.changes.start()
         try:
             yield

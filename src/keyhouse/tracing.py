@@ -188,7 +188,7 @@ class ServerSpans:
                     if operation:
                         span.update_name(operation)
                         span.set_attribute("keyhouse.operation", operation)
-                        span.set_attribute("keyhouse.family", self.families.get(operation, "keyhouse"))
+                        span.set_attribute("keyhouse.family", self.families[operation])
                     if observed and observed.get("organization_id"):
                         span.set_attribute("keyhouse.organization_id", observed["organization_id"])
                 await send(message)
